@@ -1,0 +1,62 @@
+# modeldeploy: every target is idempotent and installs what it needs on a fresh machine.
+# The work is done by scripts under hack/; these targets are thin wrappers.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup control-plane cluster cluster-down test lint unit integration crds bench demo clean
+
+help:
+	@echo "make demo          the main job: serve a model, roll out a canary, end to end"
+	@echo "make test          lint and every test (unit and integration, against a real control plane)"
+	@echo "make setup         .venv with modeldeploy installed editable, all extras"
+	@echo "make cluster       start the local control plane (.cluster/kubeconfig, .cluster/bin/)"
+	@echo "make cluster-down  stop it and remove its state"
+	@echo "make crds          regenerate the CRD from the pydantic models"
+	@echo "make bench         the side-by-side serving benchmark (benchmarks/RESULTS.md)"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml hack/setup.sh
+	bash hack/setup.sh $(PYTHON) $(VENV)
+	@touch $@
+
+control-plane:
+	bash hack/build-control-plane.sh >/dev/null
+
+cluster: setup control-plane
+	$(PY) -m modeldeploy.devcluster up
+
+cluster-down: setup
+	$(PY) -m modeldeploy.devcluster down
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+unit: setup
+	$(VENV)/bin/pytest tests/unit
+
+integration: setup control-plane
+	$(VENV)/bin/pytest -m integration tests
+
+test: setup control-plane
+	$(MAKE) --no-print-directory lint
+	$(VENV)/bin/pytest tests
+
+crds: setup
+	$(PY) hack/generate_crds.py
+
+bench: setup
+	bash benchmarks/run.sh
+
+demo: setup control-plane
+	$(PY) -m modeldeploy.demo
+
+clean: cluster-down
+	rm -rf $(VENV)

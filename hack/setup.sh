@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Creates the virtualenv and installs modeldeploy editable with every extra, plus the Debian
+# packages the tests use (installed only when missing).
+set -euo pipefail
+python="${1:-python3}"
+venv="${2:-.venv}"
+log() { printf '[setup] %s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+debs=()
+command -v prometheus >/dev/null || debs+=(prometheus)
+command -v wrk >/dev/null || debs+=(wrk)
+if [ ${#debs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing Debian packages: ${debs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
+  else
+    log "missing Debian packages (install them as root): ${debs[*]}"
+  fi
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating $venv with $("$python" --version)"
+  "$python" -m venv "$venv"
+fi
+log "installing modeldeploy (editable, extras operator,server,dev) into $venv"
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet --progress-bar off -e '.[operator,server,dev]'
+log "done"
