@@ -1,0 +1,14 @@
+"""The local Kubernetes control plane for tests and the demo (``make cluster``)."""
+
+from modeldeploy.devcluster.binaries import ControlPlaneError, binary_dir, project_root
+from modeldeploy.devcluster.cluster import LocalCluster, fake_node, free_port, running_cluster
+
+__all__ = [
+    "ControlPlaneError",
+    "LocalCluster",
+    "binary_dir",
+    "fake_node",
+    "free_port",
+    "project_root",
+    "running_cluster",
+]

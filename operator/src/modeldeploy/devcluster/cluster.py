@@ -1,0 +1,498 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, controller-manager,
+scheduler and KWOK (fake nodes whose pods become Running and Ready without a kubelet).
+
+Used by ``make cluster``, the pytest fixtures and the demo. Every process is a real upstream
+binary; nothing here imitates the Kubernetes API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modeldeploy.devcluster.binaries import ControlPlaneError, binary_dir, project_root
+from modeldeploy.devcluster.pki import Pki, write_pki
+
+log = logging.getLogger("modeldeploy.devcluster")
+
+NODE_COUNT = 2
+NODE_CPU = "8"
+NODE_MEMORY = "32Gi"
+SERVICE_CIDR = "10.0.0.0/24"
+# Startup order; shutdown is the reverse.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); look at its state.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class LocalCluster:
+    """A control plane whose state (PKI, etcd data, logs, kubeconfigs) lives under ``root``."""
+
+    root: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)
+    bin_dir: Path | None = None
+
+    # Paths -----------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def pki(self) -> Pki:
+        return Pki(self.root / "pki")
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['kube-apiserver']}"
+
+    def tool(self, name: str) -> Path:
+        """Path of ``kubectl`` or ``helm`` for this cluster (``root/bin``)."""
+        return self.root / "bin" / name
+
+    # Loading and reuse -----------------------------------------------------------------
+    @classmethod
+    def load(cls, root: Path) -> LocalCluster | None:
+        """The cluster recorded under ``root`` if all its processes run and it is ready."""
+        try:
+            state = json.loads((root / "state.json").read_text())
+        except (OSError, ValueError):
+            return None
+        cluster = cls(root=root, ports=state["ports"], pids=state["pids"])
+        cluster.bin_dir = Path(state["bin_dir"])
+        if all(_alive(pid) for pid in cluster.pids.values()) and cluster.ready():
+            return cluster
+        return None
+
+    def ready(self) -> bool:
+        """True when the API server answers ``/readyz`` with ok."""
+        try:
+            return self._get("/readyz", timeout=3) == "ok"
+        except (OSError, urllib.error.URLError, ssl.SSLError):
+            return False
+
+    # Starting --------------------------------------------------------------------------
+    def start(self, *, progress: Callable[[str], None] = print) -> None:
+        """Start every component, wait until it is ready, create the fake nodes."""
+        project = project_root()
+        self.bin_dir = binary_dir(project)
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        for sub in ("logs", "bin", "etcd", "config"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for tool in ("kubectl", "helm"):
+            self.tool(tool).symlink_to(self.bin_dir / tool)
+        progress("writing certificates")
+        write_pki(self.pki.dir)
+        for name in (*COMPONENTS, "etcd-peer", "kube-controller-manager", "kube-scheduler", "kwok"):
+            self.ports.setdefault(name, free_port())
+        self._write_kubeconfigs()
+        try:
+            progress("starting etcd")
+            self._spawn("etcd", self._etcd_args())
+            self._wait("etcd", self._etcd_healthy, 30)
+            progress("starting kube-apiserver")
+            self._spawn("kube-apiserver", self._apiserver_args())
+            self._wait("kube-apiserver", self.ready, 90)
+            progress("starting kube-controller-manager, kube-scheduler and kwok")
+            self._spawn("kube-controller-manager", self._controller_manager_args())
+            self._spawn("kube-scheduler", self._scheduler_args())
+            self._spawn("kwok", self._kwok_args())
+            self._wait(
+                "kube-controller-manager", lambda: self._healthz("kube-controller-manager"), 60
+            )
+            self._wait("kube-scheduler", lambda: self._healthz("kube-scheduler"), 60)
+            self._wait("kwok", self._kwok_healthy, 60)
+            self._save()
+            progress(f"creating {NODE_COUNT} KWOK nodes")
+            self._create_nodes()
+            self._wait("kwok", self._nodes_ready, 60, what="nodes to become Ready")
+            self._wait(
+                "kube-controller-manager",
+                self._default_service_account,
+                60,
+                what="the default ServiceAccount",
+            )
+        except BaseException:
+            self.stop(remove=False)
+            raise
+        progress(f"ready: {self.server} (kubeconfig {self.kubeconfig})")
+
+    def _save(self) -> None:
+        self.state_file.write_text(
+            json.dumps(
+                {"ports": self.ports, "pids": self.pids, "bin_dir": str(self.bin_dir)}, indent=2
+            )
+        )
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        assert self.bin_dir is not None
+        binary = self.bin_dir / ("kube" if name != "kwok" else "kwok")
+        argv0 = name
+        logfile = (self.logs / f"{name}.log").open("ab")
+        # argv[0] selects the component of the multi-call binary.
+        process = subprocess.Popen(
+            [argv0, *args],
+            executable=str(binary),
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.root,
+            start_new_session=True,
+        )
+        logfile.close()
+        self.pids[name] = process.pid
+        self._save()
+
+    def _wait(
+        self, name: str, check: Callable[[], bool], timeout: float, *, what: str = "ready"
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = self.pids.get(name)
+            if pid is not None and not _alive(pid):
+                raise ControlPlaneError(
+                    f"{name} exited during startup; last lines of {self.logs / (name + '.log')}:\n"
+                    + _tail(self.logs / f"{name}.log")
+                )
+            with contextlib.suppress(Exception):
+                if check():
+                    return
+            time.sleep(0.2)
+        raise ControlPlaneError(
+            f"{name}: timed out after {timeout:.0f}s waiting for {what}; last lines of "
+            f"{self.logs / (name + '.log')}:\n" + _tail(self.logs / f"{name}.log")
+        )
+
+    # Arguments ---------------------------------------------------------------------------
+    def _etcd_args(self) -> list[str]:
+        client = f"http://127.0.0.1:{self.ports['etcd']}"
+        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        return [
+            f"--data-dir={self.root / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=default={peer}",
+            "--unsafe-no-fsync=true",
+            "--quota-backend-bytes=4294967296",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self) -> list[str]:
+        p = self.pki
+        return [
+            f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+            f"--secure-port={self.ports['kube-apiserver']}",
+            f"--cert-dir={p.dir}",
+            f"--tls-cert-file={p.cert('apiserver')}",
+            f"--tls-private-key-file={p.key('apiserver')}",
+            f"--client-ca-file={p.cert('ca')}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            "--allow-privileged=true",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p.service_account_pub}",
+            f"--service-account-signing-key-file={p.service_account_key}",
+            # The aggregation layer (metrics.k8s.io for the HPA).
+            f"--requestheader-client-ca-file={p.cert('front-proxy-ca')}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-username-headers=X-Remote-User",
+            f"--proxy-client-cert-file={p.cert('front-proxy-client')}",
+            f"--proxy-client-key-file={p.key('front-proxy-client')}",
+            "--enable-aggregator-routing=false",
+            "--profiling=false",
+        ]
+
+    def _component_common(self, name: str, kubeconfig: Path) -> list[str]:
+        return [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports[name]}",
+            f"--cert-dir={self.root / 'config' / name}",
+        ]
+
+    def _controller_manager_args(self) -> list[str]:
+        p = self.pki
+        return [
+            *self._component_common(
+                "kube-controller-manager", self.root / "config" / "controller-manager.kubeconfig"
+            ),
+            f"--service-account-private-key-file={p.service_account_key}",
+            f"--root-ca-file={p.cert('ca')}",
+            f"--cluster-signing-cert-file={p.cert('ca')}",
+            f"--cluster-signing-key-file={p.key('ca')}",
+            "--use-service-account-credentials=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # Tests want the HPA to react in seconds, not the default 15 s / 5 min.
+            "--horizontal-pod-autoscaler-sync-period=2s",
+            "--horizontal-pod-autoscaler-downscale-stabilization=10s",
+            "--concurrent-deployment-syncs=10",
+            "--concurrent-replicaset-syncs=10",
+            "--concurrent-gc-syncs=20",
+        ]
+
+    def _scheduler_args(self) -> list[str]:
+        return self._component_common(
+            "kube-scheduler", self.root / "config" / "scheduler.kubeconfig"
+        )
+
+    def _kwok_args(self) -> list[str]:
+        assert self.bin_dir is not None
+        stages = sorted((self.bin_dir / "kwok-stages").glob("*.yaml"))
+        return [
+            f"--kubeconfig={self.root / 'config' / 'kwok.kubeconfig'}",
+            "--manage-all-nodes=true",
+            f"--server-address=127.0.0.1:{self.ports['kwok']}",
+            "--node-ip=127.0.0.1",
+            *(f"--config={s}" for s in stages),
+        ]
+
+    # Kubeconfigs -----------------------------------------------------------------------
+    def _write_kubeconfigs(self) -> None:
+        p = self.pki
+        for stem, path in (
+            ("admin", self.kubeconfig),
+            ("controller-manager", self.root / "config" / "controller-manager.kubeconfig"),
+            ("scheduler", self.root / "config" / "scheduler.kubeconfig"),
+            ("kwok", self.root / "config" / "kwok.kubeconfig"),
+        ):
+            config = {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "modeldeploy-local",
+                        "cluster": {
+                            "server": self.server,
+                            "certificate-authority": str(p.cert("ca")),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": stem,
+                        "user": {
+                            "client-certificate": str(p.cert(stem)),
+                            "client-key": str(p.key(stem)),
+                        },
+                    }
+                ],
+                "contexts": [
+                    {
+                        "name": "modeldeploy-local",
+                        "context": {"cluster": "modeldeploy-local", "user": stem},
+                    }
+                ],
+                "current-context": "modeldeploy-local",
+            }
+            path.write_text(json.dumps(config, indent=2))
+            path.chmod(0o600)
+
+    # Health checks ---------------------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.pki.cert("ca")))
+        context.load_cert_chain(str(self.pki.cert("admin")), str(self.pki.key("admin")))
+        return context
+
+    def _get(self, path: str, *, timeout: float = 5) -> str:
+        with urllib.request.urlopen(
+            self.server + path, context=self._ssl_context(), timeout=timeout
+        ) as response:
+            return str(response.read().decode())
+
+    def _etcd_healthy(self) -> bool:
+        url = f"http://127.0.0.1:{self.ports['etcd']}/health"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(json.loads(response.read()).get("health") == "true")
+
+    def _healthz(self, name: str) -> bool:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # self-signed serving cert of the component
+        url = f"https://127.0.0.1:{self.ports[name]}/healthz"
+        with urllib.request.urlopen(url, context=context, timeout=2) as response:
+            return bool(response.read() == b"ok")
+
+    def _kwok_healthy(self) -> bool:
+        url = f"http://127.0.0.1:{self.ports['kwok']}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+
+    def _json(self, path: str) -> Any:
+        return json.loads(self._get(path))
+
+    def _nodes_ready(self) -> bool:
+        nodes = self._json("/api/v1/nodes")["items"]
+        ready = [
+            n
+            for n in nodes
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
+        ]
+        return len(ready) >= NODE_COUNT
+
+    def _default_service_account(self) -> bool:
+        self._json("/api/v1/namespaces/default/serviceaccounts/default")
+        return True
+
+    # Nodes -----------------------------------------------------------------------------
+    def _create_nodes(self) -> None:
+        for index in range(NODE_COUNT):
+            self.kubectl("apply", "-f", "-", input=json.dumps(fake_node(f"kwok-node-{index}")))
+
+    # Clients ---------------------------------------------------------------------------
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real kubectl against this cluster."""
+        result = subprocess.run(
+            [str(self.tool("kubectl")), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise subprocess.CalledProcessError(
+                result.returncode, result.args, result.stdout, result.stderr
+            )
+        return result
+
+    def api_client(self) -> Any:
+        """A ``kubernetes.client.ApiClient`` authenticated as the cluster admin."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    # Stopping --------------------------------------------------------------------------
+    def stop(self, *, remove: bool = True) -> None:
+        """Stop every process (reverse order) and, when ``remove``, delete the state."""
+        for name in reversed(list(self.pids)):
+            _terminate(self.pids[name])
+        self.pids.clear()
+        if remove and self.root.exists():
+            shutil.rmtree(self.root, ignore_errors=True)
+        elif self.state_file.exists():
+            self.state_file.unlink()
+
+
+def _terminate(pid: int, grace: float = 10) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def fake_node(name: str) -> dict[str, Any]:
+    """A Node that KWOK manages: realistic allocatable CPU and memory, no taints."""
+    resources = {
+        "cpu": NODE_CPU,
+        "memory": NODE_MEMORY,
+        "pods": "110",
+        "ephemeral-storage": "100Gi",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/role": "agent",
+                "node-role.kubernetes.io/agent": "",
+                "type": "kwok",
+            },
+        },
+        "status": {"allocatable": resources, "capacity": resources},
+    }
+
+
+@contextlib.contextmanager
+def running_cluster(
+    default_root: Path, fallback_root: Path, *, progress: Callable[[str], None] = print
+) -> Iterator[LocalCluster]:
+    """Reuse the cluster running under ``default_root``, or start one under ``fallback_root``
+    for the duration of the block."""
+    existing = LocalCluster.load(default_root)
+    if existing is not None:
+        progress(f"reusing the running cluster at {existing.server}")
+        yield existing
+        return
+    cluster = LocalCluster(root=fallback_root)
+    cluster.start(progress=progress)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

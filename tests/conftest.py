@@ -1,0 +1,57 @@
+"""Shared fixtures: the real local control plane, a namespace per test, the installed CRD."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CRD_FILE = ROOT / "crds" / "modeldeployment.yaml"
+CRD_NAME = "modeldeployments.serving.modeldeploy.io"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration and tests/e2e talks to real processes."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT).parts
+        if len(parts) > 1 and parts[1] in ("integration", "e2e"):
+            item.add_marker(pytest.mark.integration)
+
+
+def _progress(message: str) -> None:
+    print(f"[cluster] {message}", file=sys.stderr, flush=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """The local control plane: the one `make cluster` runs, or a private one for the session."""
+    from modeldeploy.devcluster import running_cluster
+
+    fallback = tmp_path_factory.mktemp("cluster")
+    with running_cluster(ROOT / ".cluster", fallback, progress=_progress) as running:
+        yield running
+
+
+@pytest.fixture
+def namespace(cluster) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh namespace, deleted (without waiting) after the test."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    # The ServiceAccount controller creates "default" shortly after; pods need it.
+    cluster.kubectl(
+        "wait", "--for=create", f"--namespace={name}", "serviceaccount/default", "--timeout=60s"
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def modeldeployment_crd(cluster) -> str:  # type: ignore[no-untyped-def]
+    """The generated CRD applied to the cluster and Established; returns its name."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    return CRD_NAME

@@ -1,0 +1,145 @@
+"""The local control plane is a real Kubernetes: workloads run, GC works, RBAC is enforced."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _apply(cluster, namespace: str, manifest: dict) -> None:  # type: ignore[no-untyped-def]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+def test_nodes_are_ready_and_api_is_healthy(cluster) -> None:  # type: ignore[no-untyped-def]
+    assert cluster.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    ready = [
+        n["metadata"]["name"]
+        for n in nodes
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+    ]
+    assert len(ready) >= 2
+    assert all(n["status"]["allocatable"]["cpu"] == "8" for n in nodes)
+    version = json.loads(cluster.kubectl("version", "-o", "json").stdout)
+    assert version["serverVersion"]["gitVersion"].startswith("v1.")
+    assert version["serverVersion"]["gitVersion"] != "v0.0.0-master"
+
+
+def test_deployment_becomes_available_with_ready_pods(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    labels = {"app": "smoke"}
+    _apply(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "smoke"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "main",
+                                "image": "example.invalid/smoke:1",
+                                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+    )
+    cluster.kubectl(
+        "wait", "-n", namespace, "--for=condition=Available", "deployment/smoke", "--timeout=60s"
+    )
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)
+    phases = [(p["status"]["phase"], p["spec"].get("nodeName")) for p in pods["items"]]
+    assert len(phases) == 2
+    assert all(phase == "Running" and node for phase, node in phases)
+
+
+def test_deleting_an_owner_garbage_collects_its_dependents(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    _apply(
+        cluster, namespace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}}
+    )
+    owner = json.loads(
+        cluster.kubectl("get", "configmap", "owner", "-n", namespace, "-o", "json").stdout
+    )
+    _apply(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "dependent",
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "name": "owner",
+                        "uid": owner["metadata"]["uid"],
+                    }
+                ],
+            },
+        },
+    )
+    cluster.kubectl("delete", "configmap", "owner", "-n", namespace)
+    cluster.kubectl("wait", "-n", namespace, "--for=delete", "configmap/dependent", "--timeout=60s")
+
+
+def test_autoscaling_v2_hpa_is_accepted(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "smoke"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "smoke"},
+            "minReplicas": 1,
+            "maxReplicas": 4,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 70},
+                    },
+                }
+            ],
+        },
+    }
+    cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(hpa))
+    _apply(cluster, namespace, hpa)
+    stored = json.loads(
+        cluster.kubectl("get", "hpa.v2.autoscaling", "smoke", "-n", namespace, "-o", "json").stdout
+    )
+    assert stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+
+
+def test_service_account_without_grants_is_denied(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
+    cluster.kubectl("create", "serviceaccount", "nobody", "-n", namespace)
+    who = f"system:serviceaccount:{namespace}:nobody"
+    denied = cluster.kubectl("get", "pods", "-n", namespace, f"--as={who}", check=False)
+    assert denied.returncode != 0
+    assert "forbidden" in denied.stderr.lower()
+    # And the same identity is allowed once a Role grants it: RBAC, not a broken client.
+    cluster.kubectl(
+        "create", "role", "read-pods", "-n", namespace, "--verb=list", "--resource=pods"
+    )
+    cluster.kubectl(
+        "create",
+        "rolebinding",
+        "read-pods",
+        "-n",
+        namespace,
+        "--role=read-pods",
+        f"--serviceaccount={namespace}:nobody",
+    )
+    allowed = cluster.kubectl("get", "pods", "-n", namespace, f"--as={who}", check=False)
+    assert allowed.returncode == 0, allowed.stderr

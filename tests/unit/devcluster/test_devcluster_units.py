@@ -1,0 +1,46 @@
+"""Pure parts of the local control plane: versions, fake nodes, certificates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from modeldeploy.devcluster import fake_node, free_port, project_root
+from modeldeploy.devcluster.binaries import read_versions
+from modeldeploy.devcluster.pki import CLIENTS, write_pki
+
+
+def test_versions_are_pinned_releases() -> None:
+    versions = read_versions(project_root(Path(__file__).parent))
+    assert set(versions) >= {"KUBERNETES_VERSION", "ETCD_VERSION", "KWOK_VERSION", "HELM_VERSION"}
+    minor = int(versions["KUBERNETES_VERSION"].split(".")[1])
+    assert minor >= 33
+    assert all(v.startswith("v") and v.count(".") == 2 for v in versions.values())
+
+
+def test_fake_node_is_managed_by_kwok_and_schedulable() -> None:
+    node = fake_node("n1")
+    assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
+    assert "taints" not in node.get("spec", {})
+    assert node["status"]["allocatable"]["cpu"] == "8"
+
+
+def test_free_port_is_on_loopback_range() -> None:
+    assert 1024 < free_port() < 65536
+
+
+def test_pki_identities(tmp_path: Path) -> None:
+    pki = write_pki(tmp_path)
+    ca = x509.load_pem_x509_certificate(pki.cert("ca").read_bytes())
+    for stem, (common_name, organisation) in CLIENTS.items():
+        cert = x509.load_pem_x509_certificate(pki.cert(stem).read_bytes())
+        assert cert.issuer == ca.subject
+        assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == common_name
+        orgs = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+        assert orgs == ([organisation] if organisation else [])
+    serving = x509.load_pem_x509_certificate(pki.cert("apiserver").read_bytes())
+    sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "127.0.0.1" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    assert (pki.key("admin").stat().st_mode & 0o777) == 0o600
