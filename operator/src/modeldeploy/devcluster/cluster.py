@@ -37,6 +37,18 @@ SERVICE_CIDR = "10.0.0.0/24"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 
+# Writes only, metadata only, once per request: enough to count what a client changed.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived", "ResponseStarted", "Panic"],
+    "rules": [
+        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+        {"level": "None"},
+    ],
+}
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -87,6 +99,11 @@ class LocalCluster:
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"
+
+    @property
+    def audit_log(self) -> Path:
+        """Every write request (who, verb, resource), one JSON line each: tests count them."""
+        return self.logs / "audit.log"
 
     @property
     def pki(self) -> Pki:
@@ -258,7 +275,16 @@ class LocalCluster:
             f"--proxy-client-key-file={p.key('front-proxy-client')}",
             "--enable-aggregator-routing=false",
             "--profiling=false",
+            f"--audit-policy-file={self._write_audit_policy()}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
         ]
+
+    def _write_audit_policy(self) -> Path:
+        path = self.root / "config" / "audit-policy.json"
+        path.write_text(json.dumps(AUDIT_POLICY))
+        return path
 
     def _component_common(self, name: str, kubeconfig: Path) -> list[str]:
         return [
@@ -419,6 +445,16 @@ class LocalCluster:
                 result.returncode, result.args, result.stdout, result.stderr
             )
         return result
+
+    def audit_writes(self, user: str | None = None) -> list[dict[str, Any]]:
+        """Write requests recorded so far (optionally only those made by ``user``)."""
+        events = []
+        with contextlib.suppress(FileNotFoundError), self.audit_log.open() as lines:
+            for line in lines:
+                event = json.loads(line)
+                if user is None or event.get("user", {}).get("username") == user:
+                    events.append(event)
+        return events
 
     def api_client(self) -> Any:
         """A ``kubernetes.client.ApiClient`` authenticated as the cluster admin."""
