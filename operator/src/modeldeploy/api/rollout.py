@@ -1,0 +1,229 @@
+"""The rollout part of a ModelDeployment's spec: strategy, canary steps, analysis, traffic."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from modeldeploy.api.types import ApiModel, Duration, Rule, list_map, passthrough_list
+
+BUILTIN_METRICS = ("error-rate", "latency-p99")
+"""Analysis metrics the operator knows how to query without a `query`."""
+
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class Pause(ApiModel):
+    """Wait before the next step."""
+
+    duration: Duration | None = Field(
+        default=None,
+        description="How long to wait (e.g. 60s, 5m). Without it the rollout waits for a "
+        "human: the serving.modeldeploy.io/promote annotation or `modeldeploy promote`.",
+    )
+
+
+class Step(ApiModel):
+    """One canary step: exactly one of setWeight or pause."""
+
+    __rules__ = (
+        Rule(
+            cel="has(self.setWeight) != has(self.pause)",
+            message="each step has exactly one of setWeight or pause",
+            check=lambda s: (s.set_weight is None) != (s.pause is None),
+        ),
+    )
+
+    set_weight: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Percentage of traffic (0-100) sent to the canary from this step on.",
+    )
+    pause: Pause | None = Field(default=None, description="Wait before the next step.")
+
+
+class PrometheusSource(ApiModel):
+    """The Prometheus server analysis metrics are read from."""
+
+    address: Annotated[
+        str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)
+    ] = Field(
+        description="Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090."
+    )
+
+
+class AnalysisMetric(ApiModel):
+    """A check run at each analysis interval: the measured value must lie within [min, max]."""
+
+    __rules__ = (
+        Rule(
+            cel=f"self.name in [{', '.join(repr(n) for n in BUILTIN_METRICS)}] || has(self.query)",
+            message="metrics[].query is required for a metric that is not built in "
+            f"({', '.join(BUILTIN_METRICS)})",
+            check=lambda m: m.name in BUILTIN_METRICS or m.query is not None,
+            field_path=".query",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="has(self.min) || has(self.max)",
+            message="metrics[] needs min or max (or both)",
+            check=lambda m: m.min is not None or m.max is not None,
+            field_path=".max",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!has(self.min) || !has(self.max) || self.min <= self.max",
+            message="metrics[].min must be less than or equal to max",
+            check=lambda m: m.min is None or m.max is None or m.min <= m.max,
+            field_path=".min",
+            reason="FieldValueInvalid",
+        ),
+    )
+
+    name: Annotated[
+        str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    ] = Field(
+        description="Name of the check. Built in: error-rate (fraction of canary requests "
+        "answered 5xx) and latency-p99 (99th percentile canary latency, seconds). Any other "
+        "name needs a query."
+    )
+    query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
+        default=None,
+        description="PromQL returning one number; replaces the built-in query of a built-in "
+        "name. Placeholders: {{namespace}}, {{name}} (the ModelDeployment), {{track}} (canary "
+        "or stable) and {{interval}} (analysis.interval).",
+    )
+    min: float | None = Field(default=None, description="Lowest passing value.")
+    max: float | None = Field(default=None, description="Highest passing value.")
+
+
+MetricList = Annotated[list[AnalysisMetric], Field(min_length=1, max_length=16), *list_map("name")]
+
+
+class Analysis(ApiModel):
+    """Measured evidence that decides a canary: checks read from Prometheus at each interval."""
+
+    interval: Duration = Field(default="1m", description="Time between two analysis runs.")
+    failure_limit: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Number of failed analysis runs that rolls the canary back.",
+    )
+    inconclusive: Literal["Wait", "Fail"] = Field(
+        default="Wait",
+        description="What a run without data means: Wait (count nothing; the progress deadline "
+        "still applies) or Fail (count a failed run).",
+    )
+    prometheus: PrometheusSource | None = Field(
+        default=None,
+        description="Prometheus to query. Defaults to the address the operator is configured "
+        "with; without either the rollout reports a Degraded condition.",
+    )
+    metrics: MetricList = Field(description="The checks; each run passes when all pass.")
+
+
+class GatewayAPIRouting(ApiModel):
+    """Weighted traffic with a Gateway API HTTPRoute (one backend Service per track)."""
+
+    parent_refs: Annotated[
+        list[dict[str, Any]],
+        Field(min_length=1),
+        passthrough_list("HTTPRoute's spec.parentRefs (gateway.networking.k8s.io/v1)", 32),
+    ] = Field(description="Gateways the HTTPRoute attaches to.")
+    hostnames: (
+        Annotated[
+            list[Annotated[str, StringConstraints(pattern=HOSTNAME_PATTERN, max_length=253)]],
+            Field(max_length=16),
+        ]
+        | None
+    ) = Field(default=None, description="Hostnames the HTTPRoute matches; all when unset.")
+
+
+class TrafficRouting(ApiModel):
+    """How canary traffic is split between the stable and the canary track."""
+
+    gateway_api: GatewayAPIRouting = Field(
+        alias="gatewayAPI",
+        description="Split traffic with a Gateway API HTTPRoute (exact weights).",
+    )
+
+
+StepList = Annotated[list[Step], Field(max_length=32)]
+
+
+class Rollout(ApiModel):
+    """How a change of model or pod template is rolled out."""
+
+    __rules__ = (
+        Rule(
+            cel="self.strategy == 'Canary' || !has(self.steps)",
+            message="rollout.steps is only allowed with strategy Canary",
+            check=lambda r: r.strategy == "Canary" or r.steps is None,
+            field_path=".steps",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="self.strategy != 'Canary' || (has(self.steps) && size(self.steps) > 0)",
+            message="rollout.steps must list at least one step with strategy Canary",
+            check=lambda r: r.strategy != "Canary" or bool(r.steps),
+            field_path=".steps",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="self.strategy == 'Canary' || !has(self.analysis)",
+            message="rollout.analysis is only allowed with strategy Canary",
+            check=lambda r: r.strategy == "Canary" or r.analysis is None,
+            field_path=".analysis",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="self.strategy == 'Canary' || !has(self.trafficRouting)",
+            message="rollout.trafficRouting is only allowed with strategy Canary",
+            check=lambda r: r.strategy == "Canary" or r.traffic_routing is None,
+            field_path=".trafficRouting",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="!has(self.steps) || "
+            "self.steps.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()",
+            message="rollout.steps[].setWeight must never decrease from one step to the next",
+            check=lambda r: _never_decreasing(r.steps),
+            field_path=".steps",
+            reason="FieldValueInvalid",
+        ),
+    )
+
+    strategy: Literal["Rolling", "Canary"] = Field(
+        default="Rolling",
+        description="Rolling: replace the pods in place. Canary: run the new model beside the "
+        "old one and move traffic to it step by step, judged by analysis.",
+    )
+    steps: StepList | None = Field(
+        default=None,
+        description="Canary steps, in order: setWeight moves traffic (weights never decrease), "
+        "pause waits. After the last step the canary is promoted.",
+    )
+    analysis: Analysis | None = Field(
+        default=None,
+        description="Checks that roll the canary back when they fail; without analysis only "
+        "the steps and the progress deadline decide.",
+    )
+    traffic_routing: TrafficRouting | None = Field(
+        default=None,
+        description="How canary traffic is split. Without it the weight is approximated by the "
+        "ratio of canary to stable pods behind the one Service.",
+    )
+    progress_deadline: Duration = Field(
+        default="10m",
+        description="Longest time the rollout may go without progress (new pods becoming "
+        "ready, a step completing; a pause waiting for a human does not count) before it is "
+        "rolled back.",
+    )
+
+
+def _never_decreasing(steps: list[Step] | None) -> bool:
+    weights = [s.set_weight for s in steps or () if s.set_weight is not None]
+    return weights == sorted(weights)
