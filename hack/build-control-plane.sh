@@ -4,6 +4,7 @@
 #              kubectl, etcd), dispatching on its name like the old hyperkube: it links once.
 #   kwok       fake nodes and pods (sigs.k8s.io/kwok), with its stage configurations.
 #   helm       helm.sh/helm/v3, told the Kubernetes version it will talk to.
+#   metrics-server  serves metrics.k8s.io from KWOK's emulated usage, so HPAs really scale.
 # Prints the directory that holds them. Skips whatever is already cached.
 set -euo pipefail
 
@@ -12,7 +13,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
 
 cache="${MODELDEPLOY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/modeldeploy}"
-bindir="$cache/control-plane/k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}"
+bindir="$cache/control-plane/k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_ms-${METRICS_SERVER_VERSION}"
 srcdir="$cache/src"
 mkdir -p "$bindir" "$srcdir"
 
@@ -85,7 +86,7 @@ build_kube() {
 
 build_kwok() {
   local target="$bindir/kwok"
-  if [ -x "$target" ] && [ -d "$bindir/kwok-stages" ]; then log "kwok $KWOK_VERSION: cached"; return; fi
+  if [ -x "$target" ] && [ -f "$bindir/kwok-stages/metrics-resource.yaml" ]; then log "kwok $KWOK_VERSION: cached"; return; fi
   log "kwok $KWOK_VERSION: building"
   local start=$SECONDS
   GOBIN="$bindir" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
@@ -96,6 +97,10 @@ build_kwok() {
   cp "$src/stage/node/fast/node-initialize.yaml" "$bindir/kwok-stages.tmp/"
   cp "$src"/stage/node/heartbeat-with-lease/*.yaml "$bindir/kwok-stages.tmp/"
   cp "$src"/stage/pod/fast/*.yaml "$bindir/kwok-stages.tmp/"
+  # Emulated kubelet resource metrics, with CPU/memory usage read from pod annotations
+  # (kwok.x-k8s.io/usage-cpu): what metrics-server scrapes for the HPA.
+  cp "$src/metrics/resource/metrics-resource.yaml" "$bindir/kwok-stages.tmp/"
+  cp "$src/metrics/usage/usage-from-annotation.yaml" "$bindir/kwok-stages.tmp/"
   rm -f "$bindir"/kwok-stages.tmp/kustomization.yaml
   chmod -R u+w "$bindir/kwok-stages.tmp"
   rm -rf "$bindir/kwok-stages" && mv "$bindir/kwok-stages.tmp" "$bindir/kwok-stages"
@@ -115,6 +120,15 @@ build_helm() {
   log "helm: built in $((SECONDS - start)) s"
 }
 
+build_metrics_server() {
+  local target="$bindir/metrics-server"
+  if [ -x "$target" ]; then log "metrics-server $METRICS_SERVER_VERSION: cached"; return; fi
+  log "metrics-server $METRICS_SERVER_VERSION: building"
+  local start=$SECONDS
+  GOBIN="$bindir" go install -ldflags "-s -w" "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+  log "metrics-server: built in $((SECONDS - start)) s"
+}
+
 link_names() {
   local name
   for name in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd; do
@@ -132,6 +146,7 @@ total=$SECONDS
 build_kube
 build_kwok
 build_helm
+build_metrics_server
 link_names
 log "control plane ready in $bindir ($((SECONDS - total)) s)"
 echo "$bindir"

@@ -14,6 +14,7 @@ BINARIES = (
     "etcd",
     "kwok",
     "helm",
+    "metrics-server",
 )
 
 

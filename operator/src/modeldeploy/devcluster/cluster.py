@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldeploy.devcluster.binaries import ControlPlaneError, binary_dir, project_root
-from modeldeploy.devcluster.pki import Pki, write_pki
+from modeldeploy.devcluster.pki import Pki, write_client_certificate, write_pki
 
 log = logging.getLogger("modeldeploy.devcluster")
 
@@ -34,7 +34,37 @@ NODE_CPU = "8"
 NODE_MEMORY = "32Gi"
 SERVICE_CIDR = "10.0.0.0/24"
 # Startup order; shutdown is the reverse.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "metrics-server",
+)
+# metrics.k8s.io served by metrics-server on loopback: the aggregator resolves an ExternalName
+# Service to externalName:port (a ClusterIP would need a kube-proxy we do not have).
+METRICS_API = [
+    {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+        "spec": {"type": "ExternalName", "externalName": "127.0.0.1"},
+    },
+    {
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": "v1beta1.metrics.k8s.io"},
+        "spec": {
+            "service": {"name": "metrics-server", "namespace": "kube-system", "port": 0},
+            "group": "metrics.k8s.io",
+            "version": "v1beta1",
+            "insecureSkipTLSVerify": True,
+            "groupPriorityMinimum": 100,
+            "versionPriority": 100,
+        },
+    },
+]
 
 
 # Writes only, metadata only, once per request: enough to count what a client changed.
@@ -151,7 +181,7 @@ class LocalCluster:
             self.tool(tool).symlink_to(self.bin_dir / tool)
         progress("writing certificates")
         write_pki(self.pki.dir)
-        for name in (*COMPONENTS, "etcd-peer", "kube-controller-manager", "kube-scheduler", "kwok"):
+        for name in (*COMPONENTS, "etcd-peer"):
             self.ports.setdefault(name, free_port())
         self._write_kubeconfigs()
         try:
@@ -161,15 +191,18 @@ class LocalCluster:
             progress("starting kube-apiserver")
             self._spawn("kube-apiserver", self._apiserver_args())
             self._wait("kube-apiserver", self.ready, 90)
-            progress("starting kube-controller-manager, kube-scheduler and kwok")
+            progress("starting kube-controller-manager, kube-scheduler, kwok and metrics-server")
             self._spawn("kube-controller-manager", self._controller_manager_args())
             self._spawn("kube-scheduler", self._scheduler_args())
             self._spawn("kwok", self._kwok_args())
+            self._spawn("metrics-server", self._metrics_server_args())
+            self._register_metrics_api()
             self._wait(
                 "kube-controller-manager", lambda: self._healthz("kube-controller-manager"), 60
             )
             self._wait("kube-scheduler", lambda: self._healthz("kube-scheduler"), 60)
             self._wait("kwok", self._kwok_healthy, 60)
+            self._wait("metrics-server", lambda: self._healthz("metrics-server", "/livez"), 60)
             self._save()
             progress(f"creating {NODE_COUNT} KWOK nodes")
             self._create_nodes()
@@ -194,7 +227,7 @@ class LocalCluster:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         assert self.bin_dir is not None
-        binary = self.bin_dir / ("kube" if name != "kwok" else "kwok")
+        binary = self.bin_dir / (name if name in ("kwok", "metrics-server") else "kube")
         argv0 = name
         logfile = (self.logs / f"{name}.log").open("ab")
         # argv[0] selects the component of the multi-call binary.
@@ -312,6 +345,7 @@ class LocalCluster:
             # Tests want the HPA to react in seconds, not the default 15 s / 5 min.
             "--horizontal-pod-autoscaler-sync-period=2s",
             "--horizontal-pod-autoscaler-downscale-stabilization=10s",
+            "--horizontal-pod-autoscaler-cpu-initialization-period=10s",
             "--concurrent-deployment-syncs=10",
             "--concurrent-replicaset-syncs=10",
             "--concurrent-gc-syncs=20",
@@ -330,49 +364,90 @@ class LocalCluster:
             "--manage-all-nodes=true",
             f"--server-address=127.0.0.1:{self.ports['kwok']}",
             "--node-ip=127.0.0.1",
+            # The nodes' kubelet port: where metrics-server scrapes KWOK's emulated metrics.
+            f"--node-port={self.ports['kwok']}",
+            # The kwok binary's default is 0: no Leases, and nodes turn NotReady after ~50 s.
+            "--node-lease-duration-seconds=40",
             *(f"--config={s}" for s in stages),
         ]
 
+    def _metrics_server_args(self) -> list[str]:
+        kubeconfig = self.root / "config" / "metrics-server.kubeconfig"
+        return [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self.ports['metrics-server']}",
+            f"--cert-dir={self.root / 'config' / 'metrics-server'}",
+            "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+            "--kubelet-use-node-status-port",
+            "--kubelet-insecure-tls",  # KWOK serves a self-signed test certificate
+            "--metric-resolution=10s",
+            "--kubelet-request-timeout=5s",
+        ]
+
+    def _register_metrics_api(self) -> None:
+        objects = json.loads(json.dumps(METRICS_API))
+        objects[1]["spec"]["service"]["port"] = self.ports["metrics-server"]
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+        )
+
     # Kubeconfigs -----------------------------------------------------------------------
+    def user_kubeconfig(
+        self, user: str, groups: list[str] | None = None, *, impersonate: str | None = None
+    ) -> Path:
+        """A kubeconfig for a new identity: a client certificate for ``user`` in ``groups``,
+        or the admin impersonating ``impersonate`` (e.g. a ServiceAccount, to test its RBAC)."""
+        stem = "user-" + "".join(c if c.isalnum() else "-" for c in (impersonate or user))
+        if impersonate is None:
+            write_client_certificate(self.pki, stem, user, groups or [])
+        path = self.root / "config" / f"{stem}.kubeconfig"
+        self._write_kubeconfig(path, "admin" if impersonate else stem, impersonate)
+        return path
+
     def _write_kubeconfigs(self) -> None:
-        p = self.pki
         for stem, path in (
             ("admin", self.kubeconfig),
             ("controller-manager", self.root / "config" / "controller-manager.kubeconfig"),
             ("scheduler", self.root / "config" / "scheduler.kubeconfig"),
             ("kwok", self.root / "config" / "kwok.kubeconfig"),
+            ("metrics-server", self.root / "config" / "metrics-server.kubeconfig"),
         ):
-            config = {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "modeldeploy-local",
-                        "cluster": {
-                            "server": self.server,
-                            "certificate-authority": str(p.cert("ca")),
-                        },
-                    }
-                ],
-                "users": [
-                    {
-                        "name": stem,
-                        "user": {
-                            "client-certificate": str(p.cert(stem)),
-                            "client-key": str(p.key(stem)),
-                        },
-                    }
-                ],
-                "contexts": [
-                    {
-                        "name": "modeldeploy-local",
-                        "context": {"cluster": "modeldeploy-local", "user": stem},
-                    }
-                ],
-                "current-context": "modeldeploy-local",
-            }
-            path.write_text(json.dumps(config, indent=2))
-            path.chmod(0o600)
+            self._write_kubeconfig(path, stem)
+
+    def _write_kubeconfig(self, path: Path, stem: str, impersonate: str | None = None) -> None:
+        p = self.pki
+        user: dict[str, Any] = {
+            "client-certificate": str(p.cert(stem)),
+            "client-key": str(p.key(stem)),
+        }
+        if impersonate:
+            user["as"] = impersonate
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "modeldeploy-local",
+                    "cluster": {"server": self.server, "certificate-authority": str(p.cert("ca"))},
+                }
+            ],
+            "users": [{"name": stem, "user": user}],
+            "contexts": [
+                {
+                    "name": "modeldeploy-local",
+                    "context": {"cluster": "modeldeploy-local", "user": stem},
+                }
+            ],
+            "current-context": "modeldeploy-local",
+        }
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
 
     # Health checks ---------------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext:
@@ -391,11 +466,11 @@ class LocalCluster:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(json.loads(response.read()).get("health") == "true")
 
-    def _healthz(self, name: str) -> bool:
+    def _healthz(self, name: str, path: str = "/healthz") -> bool:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # self-signed serving cert of the component
-        url = f"https://127.0.0.1:{self.ports[name]}/healthz"
+        url = f"https://127.0.0.1:{self.ports[name]}{path}"
         with urllib.request.urlopen(url, context=context, timeout=2) as response:
             return bool(response.read() == b"ok")
 
@@ -462,6 +537,29 @@ class LocalCluster:
 
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
+    def restart(self, name: str, *, down_seconds: float = 0) -> None:
+        """Stop one component, optionally stay down a while, start it again on the same port
+        (recovery tests: the API server going away under a running operator)."""
+        starts: dict[str, tuple[Callable[[], list[str]], Callable[[], bool]]] = {
+            "etcd": (self._etcd_args, self._etcd_healthy),
+            "kube-apiserver": (self._apiserver_args, self.ready),
+            "kube-controller-manager": (
+                self._controller_manager_args,
+                lambda: self._healthz("kube-controller-manager"),
+            ),
+            "kube-scheduler": (self._scheduler_args, lambda: self._healthz("kube-scheduler")),
+            "kwok": (self._kwok_args, self._kwok_healthy),
+            "metrics-server": (
+                self._metrics_server_args,
+                lambda: self._healthz("metrics-server", "/livez"),
+            ),
+        }
+        args, check = starts[name]
+        _terminate(self.pids.pop(name))
+        time.sleep(down_seconds)
+        self._spawn(name, args())
+        self._wait(name, check, 90)
+
     # Stopping --------------------------------------------------------------------------
     def stop(self, *, remove: bool = True) -> None:
         """Stop every process (reverse order) and, when ``remove``, delete the state."""
@@ -501,7 +599,12 @@ def fake_node(name: str) -> dict[str, Any]:
         "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "annotations": {
+                "kwok.x-k8s.io/node": "fake",
+                "node.alpha.kubernetes.io/ttl": "0",
+                # metrics-server asks for /metrics/resource unless told KWOK's per-node path.
+                "metrics.k8s.io/resource-metrics-path": f"/metrics/nodes/{name}/metrics/resource",
+            },
             "labels": {
                 "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",
@@ -511,7 +614,15 @@ def fake_node(name: str) -> dict[str, Any]:
                 "type": "kwok",
             },
         },
-        "status": {"allocatable": resources, "capacity": resources},
+        "status": {
+            "allocatable": resources,
+            "capacity": resources,
+            # Both address types: KWOK's node-initialize stage wipes addresses lacking a Hostname.
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": name},
+            ],
+        },
     }
 
 

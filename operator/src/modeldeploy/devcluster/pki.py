@@ -20,6 +20,7 @@ CLIENTS: dict[str, tuple[str, str | None]] = {
     "controller-manager": ("system:kube-controller-manager", None),
     "scheduler": ("system:kube-scheduler", None),
     "kwok": ("kwok-controller", "system:masters"),
+    "metrics-server": ("metrics-server", "system:masters"),
 }
 
 
@@ -127,6 +128,20 @@ def _write_leaf(
     cert = builder.sign(ca[1], hashes.SHA256())
     pki.cert(name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(pki.key(name), key)
+
+
+def write_client_certificate(pki: Pki, stem: str, user: str, groups: list[str]) -> None:
+    """A client certificate for ``user`` (in ``groups``) signed by the cluster's CA."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    ca_cert = x509.load_pem_x509_certificate(pki.cert("ca").read_bytes())
+    ca_key = load_pem_private_key(pki.key("ca").read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+    attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    _write_leaf(
+        pki, stem, (ca_cert, ca_key), x509.Name(attributes), [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
 
 
 def write_pki(directory: Path) -> Pki:
