@@ -1,0 +1,270 @@
+"""The serving Deployment of one track: fetch the model in an init container, then serve it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from modeldeploy.api import ModelDeployment, parse_quantity
+from modeldeploy.builders.names import (
+    STABLE,
+    Track,
+    child_metadata,
+    deployment_name,
+    name_of,
+    namespace_of,
+    selector_labels,
+    standard_labels,
+)
+from modeldeploy.settings import OperatorSettings
+
+MODEL_DIR = "/models"
+MODEL_FILE = "model.onnx"
+PVC_ROOT = "/mnt/pvc"
+RUN_AS = 10001
+DEFAULT_REQUESTS = {"cpu": "500m", "memory": "512Mi"}
+
+_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+_POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS,
+    "runAsGroup": RUN_AS,
+    "fsGroup": RUN_AS,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def server_threads(md: ModelDeployment) -> int:
+    """onnxruntime intra-op threads: as asked, else the CPU limit (or request) rounded up.
+
+    Never onnxruntime's own default, which counts the host's cores and oversubscribes a
+    container limited to fewer.
+    """
+    runtime = md.spec.runtime
+    if runtime and runtime.threads:
+        return runtime.threads
+    resources = runtime.resources if runtime else None
+    for bucket in (
+        resources.limits if resources else None,
+        resources.requests if resources else None,
+    ):
+        if bucket and "cpu" in bucket:
+            return max(1, math.ceil(float(parse_quantity(str(bucket["cpu"])))))
+    return 1
+
+
+def _resources(md: ModelDeployment) -> dict[str, Any]:
+    runtime = md.spec.runtime
+    given = runtime.resources if runtime else None
+    requests = dict(given.requests) if given and given.requests else dict(DEFAULT_REQUESTS)
+    out: dict[str, Any] = {"requests": {k: str(v) for k, v in requests.items()}}
+    if given and given.limits:
+        out["limits"] = {k: str(v) for k, v in given.limits.items()}
+    return out
+
+
+def _pvc_claim(uri: str) -> str | None:
+    if not uri.startswith("pvc://"):
+        return None
+    return uri.removeprefix("pvc://").split("/", 1)[0]
+
+
+def _env(md: ModelDeployment, track: Track) -> list[dict[str, Any]]:
+    field = [
+        ("MODELDEPLOY_POD_NAME", "metadata.name"),
+        ("MODELDEPLOY_NAMESPACE", "metadata.namespace"),
+    ]
+    env: list[dict[str, Any]] = [
+        {"name": "MODELDEPLOY_DEPLOYMENT_NAME", "value": name_of(md)},
+        {"name": "MODELDEPLOY_TRACK", "value": track},
+        *({"name": n, "valueFrom": {"fieldRef": {"fieldPath": p}}} for n, p in field),
+    ]
+    runtime = md.spec.runtime
+    if runtime and runtime.env:
+        env += [e.model_dump(by_alias=True, exclude_none=True) for e in runtime.env]
+    return env
+
+
+def _server_args(md: ModelDeployment, settings: OperatorSettings) -> list[str]:
+    model = md.spec.model
+    args = [
+        "serve",
+        f"--model-name={md.served_model_name}",
+        f"--model-uri=file://{MODEL_DIR}/{MODEL_FILE}",
+        f"--http-port={settings.server_http_port}",
+        f"--metrics-port={settings.server_metrics_port}",
+        f"--threads={server_threads(md)}",
+    ]
+    if model.sha256:
+        args.append(f"--sha256={model.sha256}")
+    batching = md.spec.runtime.batching if md.spec.runtime else None
+    if batching:
+        args += [
+            f"--max-batch-size={batching.max_batch_size}",
+            f"--max-batch-delay-ms={batching.max_delay_ms}",
+        ]
+    return args
+
+
+def _fetch_container(md: ModelDeployment, image: str, pull: dict[str, Any]) -> dict[str, Any]:
+    model = md.spec.model
+    args = ["fetch", f"--model-uri={model.uri}", f"--dest={MODEL_DIR}"]
+    if model.sha256:
+        args.append(f"--sha256={model.sha256}")
+    mounts: list[dict[str, Any]] = [
+        {"name": "model", "mountPath": MODEL_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    claim = _pvc_claim(model.uri)
+    if claim:
+        mounts.append(
+            {"name": "model-source", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True}
+        )
+    container: dict[str, Any] = {
+        "name": "fetch-model",
+        "image": image,
+        **pull,
+        "args": args,
+        "env": [{"name": "MODELDEPLOY_PVC_ROOT", "value": PVC_ROOT}],
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+        "securityContext": _CONTAINER_SECURITY,
+        "volumeMounts": mounts,
+    }
+    if model.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": model.credentials_secret}}]
+    return container
+
+
+def _server_container(
+    md: ModelDeployment, track: Track, image: str, pull: dict[str, Any], settings: OperatorSettings
+) -> dict[str, Any]:
+    def probe(path: str, **timing: int) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": "http"}, **timing}
+
+    return {
+        "name": "server",
+        "image": image,
+        **pull,
+        "args": _server_args(md, settings),
+        "env": _env(md, track),
+        "ports": [
+            {"name": "http", "containerPort": settings.server_http_port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": settings.server_metrics_port, "protocol": "TCP"},
+        ],
+        "resources": _resources(md),
+        "startupProbe": probe("/v2/health/ready", periodSeconds=2, failureThreshold=150),
+        "readinessProbe": probe("/v2/health/ready", periodSeconds=5, failureThreshold=2),
+        "livenessProbe": probe("/v2/health/live", periodSeconds=10, failureThreshold=3),
+        "securityContext": _CONTAINER_SECURITY,
+        "volumeMounts": [
+            {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def _pod_spec(md: ModelDeployment, track: Track, settings: OperatorSettings) -> dict[str, Any]:
+    runtime = md.spec.runtime
+    image = (runtime.image if runtime else None) or settings.server_image
+    pull = (
+        {"imagePullPolicy": runtime.image_pull_policy}
+        if runtime and runtime.image_pull_policy
+        else {}
+    )
+    volumes: list[dict[str, Any]] = [
+        {"name": "model", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+    ]
+    claim = _pvc_claim(md.spec.model.uri)
+    if claim:
+        volumes.append(
+            {
+                "name": "model-source",
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+            }
+        )
+    spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _POD_SECURITY,
+        "terminationGracePeriodSeconds": 30,
+        "initContainers": [_fetch_container(md, image, pull)],
+        "containers": [_server_container(md, track, image, pull, settings)],
+        "volumes": volumes,
+    }
+    template = md.spec.pod_template
+    if template:
+        dumped = template.model_dump(by_alias=True, exclude_none=True)
+        for key in (
+            "nodeSelector",
+            "tolerations",
+            "affinity",
+            "topologySpreadConstraints",
+            "serviceAccountName",
+            "imagePullSecrets",
+            "priorityClassName",
+        ):
+            if key in dumped:
+                spec[key] = dumped[key]
+    return spec
+
+
+def build_deployment(
+    md: ModelDeployment,
+    track: Track = STABLE,
+    settings: OperatorSettings | None = None,
+    *,
+    replicas: int | None = None,
+) -> dict[str, Any]:
+    """The Deployment serving ``md`` on ``track``.
+
+    ``replicas`` is left out when an autoscaler owns the pod count (pass None); the rollout
+    passes an explicit count for each track during a canary.
+    """
+    settings = settings or OperatorSettings()
+    template = md.spec.pod_template
+    pod_labels = {
+        **(template.labels if template and template.labels else {}),
+        **standard_labels(md, track),
+    }
+    pod_annotations = {
+        **(template.annotations if template and template.annotations else {}),
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(settings.server_metrics_port),
+        "prometheus.io/path": "/metrics",
+    }
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(md, track)},
+        "strategy": {
+            # Never drop below ready capacity while pods are replaced.
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+        },
+        "revisionHistoryLimit": 3,
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+            "spec": _pod_spec(md, track, settings),
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(md, deployment_name(md, track), track),
+        "spec": spec,
+    }
+
+
+def desired_replicas(md: ModelDeployment) -> int | None:
+    """The stable Deployment's replicas, or None when the autoscaler owns them."""
+    return None if md.spec.autoscaling else md.spec.replicas
+
+
+__all__ = ["build_deployment", "desired_replicas", "namespace_of", "server_threads"]

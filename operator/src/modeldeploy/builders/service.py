@@ -1,0 +1,42 @@
+"""The Service in front of the serving pods (all tracks, or one track for Gateway API)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modeldeploy.api import ModelDeployment
+from modeldeploy.builders.names import Track, child_metadata, selector_labels, service_name
+from modeldeploy.settings import OperatorSettings
+
+
+def build_service(
+    md: ModelDeployment, track: Track | None = None, settings: OperatorSettings | None = None
+) -> dict[str, Any]:
+    """The Service selecting the serving pods of ``md`` (of one ``track`` when given)."""
+    settings = settings or OperatorSettings()
+    extra: dict[str, Any] = {}
+    if md.spec.service.annotations:
+        extra["annotations"] = dict(md.spec.service.annotations)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(md, service_name(md, track), track, **extra),
+        "spec": {
+            "type": md.spec.service.type,
+            "selector": selector_labels(md, track),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": md.spec.service.port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                },
+                {
+                    "name": "metrics",
+                    "port": settings.server_metrics_port,
+                    "targetPort": "metrics",
+                    "protocol": "TCP",
+                },
+            ],
+        },
+    }

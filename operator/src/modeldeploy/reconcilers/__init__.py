@@ -1,0 +1,131 @@
+"""Reconcile one ModelDeployment: children to their desired state, then a truthful status."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from modeldeploy.api import API_VERSION, KIND, ModelDeployment
+from modeldeploy.builders import STABLE, deployment_name
+from modeldeploy.builders.names import name_of, namespace_of
+from modeldeploy.kube import Kube
+from modeldeploy.reconcilers.children import reconcile_children, serving_pods
+from modeldeploy.reconcilers.status import (
+    Observed,
+    compute_status,
+    invalid_status,
+    transitions,
+)
+from modeldeploy.settings import OperatorSettings
+
+__all__ = ["EventSink", "Outcome", "plain", "reconcile", "write_status"]
+
+log = logging.getLogger("modeldeploy.reconcile")
+
+EventSink = Callable[[str, str, str], None]
+"""(type Normal|Warning, reason, message) -> posts an Event about the ModelDeployment."""
+
+
+@dataclass
+class Outcome:
+    applied: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    status_written: bool = False
+    phase: str | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    """The status now stored on the object."""
+
+
+def plain(value: Any) -> Any:
+    """Plain dicts and lists from kopf's mapping views (or anything mapping-like)."""
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def _validation_message(error: ValidationError) -> str:
+    parts = []
+    for problem in error.errors()[:5]:
+        where = ".".join(str(p) for p in problem["loc"])
+        parts.append(f"{where}: {problem['msg']}")
+    return "the spec is invalid: " + "; ".join(parts)
+
+
+def write_status(
+    kube: Kube,
+    body: dict[str, Any],
+    status: dict[str, Any],
+    emit: EventSink,
+) -> bool:
+    """Write ``status`` if it differs from the stored one (one request); post an Event per
+    condition transition. Returns whether anything was written."""
+    previous = body.get("status") or {}
+    if status == previous:
+        return False
+    meta = body["metadata"]
+    patch = {**{k: None for k in previous if k not in status}, **status}
+    kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], patch)
+    for condition in transitions(previous.get("conditions"), status.get("conditions", [])):
+        if condition["type"] == "Degraded" and condition["status"] == "True":
+            emit("Warning", condition["reason"], condition["message"])
+        elif condition["type"] in ("Ready", "Degraded"):
+            emit("Normal", condition["reason"], condition["message"])
+    return True
+
+
+def reconcile(
+    body: Mapping[str, Any],
+    kube: Kube,
+    settings: OperatorSettings,
+    emit: EventSink,
+    *,
+    known_status: dict[str, Any] | None = None,
+) -> Outcome:
+    """One level-based pass over a ModelDeployment. Raises only for transient API errors.
+
+    ``known_status`` is the status this operator last wrote, fresher than a cached ``body``.
+    """
+    raw = plain(body)
+    if known_status is not None:
+        raw["status"] = known_status
+    outcome = Outcome()
+    try:
+        md = ModelDeployment.model_validate(raw)
+    except ValidationError as error:
+        message = _validation_message(error)
+        status = invalid_status(
+            int(raw["metadata"].get("generation", 0)), message, raw.get("status")
+        )
+        outcome.status_written = write_status(kube, raw, status, emit)
+        outcome.phase, outcome.status = "Failed", status
+        return outcome
+
+    children = reconcile_children(md, kube, settings)
+    outcome.applied, outcome.deleted = children.applied, children.deleted
+    deployment = children.objects.get(deployment_name(md, STABLE))
+    seen = Observed(deployment=deployment, refused=children.refused)
+    ready = (deployment or {}).get("status", {}).get("readyReplicas", 0)
+    wanted = (deployment or {}).get("spec", {}).get("replicas", 1)
+    if deployment is not None and ready < wanted:
+        seen.pods = serving_pods(kube, md)
+    status = compute_status(md, seen, raw.get("status"))
+    outcome.status_written = write_status(kube, raw, status, emit)
+    outcome.phase, outcome.status = status["phase"], status
+    if outcome.applied or outcome.deleted or outcome.status_written:
+        log.info(
+            "reconciled",
+            extra={
+                "namespace": namespace_of(md),
+                "modeldeployment": name_of(md),
+                "applied": outcome.applied,
+                "deleted": outcome.deleted,
+                "phase": outcome.phase,
+            },
+        )
+    return outcome

@@ -1,0 +1,126 @@
+"""Bring the children of one ModelDeployment to their desired state, in a fixed order.
+
+Service, then Deployment(s), then autoscaler and disruption budget (as KServe's raw-deployment
+reconciler does). Each child: build (pure), compare with what exists, apply or do nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from modeldeploy.api import ModelDeployment
+from modeldeploy.builders import (
+    STABLE,
+    build_autoscaler,
+    build_deployment,
+    build_disruption_budget,
+    build_service,
+    deployment_name,
+)
+from modeldeploy.builders.deployment import desired_replicas
+from modeldeploy.builders.names import LABEL_DEPLOYMENT, LABEL_TRACK, name_of, namespace_of
+from modeldeploy.kube import Kube, error_message, is_transient
+from modeldeploy.reconcilers.compare import needs_apply, with_hash
+from modeldeploy.settings import OperatorSettings
+
+log = logging.getLogger("modeldeploy.reconcile")
+
+
+@dataclass
+class ChildResult:
+    """What reconciling the children did and saw."""
+
+    applied: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _key(obj: dict[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def ensure(kube: Kube, desired: dict[str, Any], result: ChildResult) -> dict[str, Any] | None:
+    """Apply ``desired`` if the existing object differs; returns the object as it now is."""
+    desired = with_hash(desired)
+    meta = desired["metadata"]
+    existing = kube.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    if not needs_apply(desired, existing):
+        return existing
+    try:
+        current = kube.apply(desired)
+    except ApiException as error:
+        if is_transient(error):
+            raise
+        message = f"the API server refused {_key(desired)}: {error_message(error)}"
+        log.warning("child refused", extra={"child": _key(desired), "reason": message})
+        result.refused.append(message)
+        return existing
+    result.applied.append(_key(desired))
+    return current
+
+
+def ensure_absent(
+    kube: Kube, api_version: str, kind: str, md: ModelDeployment, name: str, result: ChildResult
+) -> None:
+    """Delete a child we own that is no longer wanted (e.g. the HPA after autoscaling is unset)."""
+    existing = kube.get(api_version, kind, namespace_of(md), name)
+    if existing is None:
+        return
+    owners = existing["metadata"].get("ownerReferences", [])
+    if not any(o.get("uid") == md.metadata.get("uid") for o in owners):
+        return  # not ours: leave it alone
+    if kube.delete(api_version, kind, namespace_of(md), name):
+        result.deleted.append(f"{kind}/{name}")
+
+
+def reconcile_children(
+    md: ModelDeployment,
+    kube: Kube,
+    settings: OperatorSettings,
+    *,
+    deployments: list[dict[str, Any]] | None = None,
+) -> ChildResult:
+    """Service, Deployment(s), autoscaler, disruption budget: each as desired, in this order.
+
+    ``deployments`` replaces the single stable Deployment when a rollout manages the tracks.
+    """
+    result = ChildResult()
+    service = ensure(kube, build_service(md, settings=settings), result)
+    if service is not None:
+        result.objects["service"] = service
+    for deployment in deployments or [
+        build_deployment(md, STABLE, settings, replicas=desired_replicas(md))
+    ]:
+        current = ensure(kube, deployment, result)
+        if current is not None:
+            result.objects[deployment["metadata"]["name"]] = current
+
+    autoscaler = build_autoscaler(md)
+    if autoscaler is not None:
+        ensure(kube, autoscaler, result)
+    else:
+        ensure_absent(
+            kube,
+            "autoscaling/v2",
+            "HorizontalPodAutoscaler",
+            md,
+            deployment_name(md, STABLE),
+            result,
+        )
+    budget = build_disruption_budget(md)
+    if budget is not None:
+        ensure(kube, budget, result)
+    else:
+        ensure_absent(kube, "policy/v1", "PodDisruptionBudget", md, name_of(md), result)
+    return result
+
+
+def serving_pods(kube: Kube, md: ModelDeployment, track: str = STABLE) -> list[dict[str, Any]]:
+    """The pods of one track (to explain why they are not ready)."""
+    selector = f"{LABEL_DEPLOYMENT}={name_of(md)},{LABEL_TRACK}={track}"
+    return kube.list("v1", "Pod", namespace_of(md), selector)

@@ -1,0 +1,104 @@
+"""``modeldeploy operator``: run the kopf operator with flags and environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from modeldeploy.kube import api_client_from_environment
+from modeldeploy.settings import DEFAULT_SERVER_IMAGE, OperatorSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[n for n in env("MODELDEPLOY_NAMESPACES", "").split(",") if n],
+        help="namespace to watch (repeatable; env MODELDEPLOY_NAMESPACES, comma-separated)",
+    )
+    parser.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        default=env("MODELDEPLOY_STANDALONE") == "true",
+        help="act without peering (a single replica); otherwise replicas elect one to act",
+    )
+    parser.add_argument(
+        "--peering-name",
+        default=env("MODELDEPLOY_PEERING_NAME", "modeldeploy"),
+        help="peering object shared by the replicas of one installation",
+    )
+    parser.add_argument(
+        "--liveness",
+        default=env("MODELDEPLOY_LIVENESS", "http://0.0.0.0:8081/healthz"),
+        help="liveness endpoint URL (empty to disable)",
+    )
+    parser.add_argument(
+        "--server-image",
+        default=env("MODELDEPLOY_SERVER_IMAGE", DEFAULT_SERVER_IMAGE),
+        help="serving image for ModelDeployments that do not name one",
+    )
+    parser.add_argument(
+        "--prometheus-address",
+        default=env("MODELDEPLOY_PROMETHEUS_ADDRESS") or None,
+        help="Prometheus for canary analysis when a ModelDeployment names none",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default=env("MODELDEPLOY_LOG_FORMAT", "json"),
+        help="structured JSON lines (default) or text",
+    )
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=float(env("MODELDEPLOY_RESYNC_SECONDS", "120")),
+        help="interval of the periodic pass over every ModelDeployment",
+    )
+    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="kubeconfig path")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+
+def run_operator(args: argparse.Namespace) -> int:
+    """Start kopf with the handlers of :mod:`modeldeploy.handlers`; returns when it stops."""
+    import kopf
+
+    from modeldeploy import handlers  # noqa: F401  (registers the handlers)
+    from modeldeploy.kube import Kube
+
+    if not args.namespace and not args.all_namespaces:
+        raise SystemExit(
+            "modeldeploy operator: give --namespace NS (repeatable) or --all-namespaces"
+        )
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger("modeldeploy").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    if not args.verbose:
+        # kopf logs every child event's handler at INFO; our "reconciled" lines say what changed.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
+    config = OperatorSettings(
+        server_image=args.server_image,
+        prometheus_address=args.prometheus_address,
+        namespaces=tuple(args.namespace),
+        resync_seconds=args.resync_seconds,
+    )
+    memo = kopf.Memo(
+        config=config,
+        kube=Kube(api_client_from_environment(args.kubeconfig), field_manager=config.field_manager),
+    )
+    kopf.run(
+        standalone=args.standalone,
+        peering_name=None if args.standalone else args.peering_name,
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness or None,
+        memo=memo,
+    )
+    return 0

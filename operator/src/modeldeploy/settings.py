@@ -1,0 +1,27 @@
+"""Operator configuration: flags and environment (``MODELDEPLOY_*``), read once at startup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_SERVER_IMAGE = "ghcr.io/modeldeploy/modeldeploy-server:0.1.0"
+FIELD_MANAGER = "modeldeploy"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """What the operator needs to know beyond the ModelDeployments themselves."""
+
+    server_image: str = DEFAULT_SERVER_IMAGE
+    """Serving image used when a ModelDeployment does not name one."""
+    prometheus_address: str | None = None
+    """Prometheus used by canary analysis when a ModelDeployment does not name one."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means all namespaces."""
+    field_manager: str = FIELD_MANAGER
+    """Server-side apply field manager of every object the operator writes."""
+    resync_seconds: float = 120
+    """Interval of the periodic pass over every ModelDeployment (a safety net for lost events)."""
+    server_http_port: int = 8080
+    server_metrics_port: int = 8082
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,204 @@
+"""Builders: a ModelDeployment in, the desired child out (table tests, no cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modeldeploy.api import ModelDeployment
+from modeldeploy.builders import (
+    build_autoscaler,
+    build_deployment,
+    build_disruption_budget,
+    build_service,
+    server_threads,
+)
+from modeldeploy.settings import OperatorSettings
+
+SHA = "b" * 64
+
+
+def md(**spec: Any) -> ModelDeployment:
+    body = {
+        "apiVersion": "serving.modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris", "namespace": "ml", "uid": "u-1", "generation": 1},
+        "spec": {"model": {"uri": "https://m.example.com/iris.onnx"}, **spec},
+    }
+    return ModelDeployment.model_validate(body)
+
+
+def container(deployment: dict[str, Any], name: str = "server") -> dict[str, Any]:
+    pod = deployment["spec"]["template"]["spec"]
+    return next(c for c in pod["containers"] + pod["initContainers"] if c["name"] == name)
+
+
+def test_deployment_is_labelled_owned_and_secure() -> None:
+    d = build_deployment(md(), "stable", replicas=2)
+    labels = d["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "modeldeploy"
+    assert labels["serving.modeldeploy.io/track"] == "stable"
+    assert d["metadata"]["ownerReferences"][0] == {
+        "apiVersion": "serving.modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": "iris",
+        "uid": "u-1",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    assert d["spec"]["replicas"] == 2
+    assert d["spec"]["selector"]["matchLabels"] == {
+        "serving.modeldeploy.io/deployment": "iris",
+        "serving.modeldeploy.io/track": "stable",
+    }
+    pod = d["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in pod["containers"] + pod["initContainers"]:
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_fetch_then_serve_with_probes_env_and_scrape_annotations() -> None:
+    d = build_deployment(
+        md(model={"uri": "s3://bucket/k.onnx", "sha256": SHA, "credentialsSecret": "s3-creds"}),
+        "canary",
+        OperatorSettings(server_image="registry.example.com/server:9"),
+    )
+    fetch, server = container(d, "fetch-model"), container(d)
+    assert fetch["args"] == [
+        "fetch",
+        "--model-uri=s3://bucket/k.onnx",
+        "--dest=/models",
+        f"--sha256={SHA}",
+    ]
+    assert fetch["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert "envFrom" not in server  # credentials only where the model is fetched
+    assert server["image"] == fetch["image"] == "registry.example.com/server:9"
+    assert "--model-uri=file:///models/model.onnx" in server["args"]
+    assert "--model-name=iris" in server["args"]
+    env = {e["name"]: e for e in server["env"]}
+    assert env["MODELDEPLOY_TRACK"]["value"] == "canary"
+    assert env["MODELDEPLOY_POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    annotations = d["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "8082"
+    assert d["metadata"]["name"] == "iris-canary"
+
+
+def test_autoscaled_deployment_leaves_replicas_to_the_hpa() -> None:
+    from modeldeploy.builders.deployment import desired_replicas
+
+    scaled = md(autoscaling={"minReplicas": 2, "maxReplicas": 5})
+    assert desired_replicas(scaled) is None
+    assert "replicas" not in build_deployment(scaled, replicas=desired_replicas(scaled))["spec"]
+
+
+@pytest.mark.parametrize(
+    ("runtime", "threads"),
+    [
+        ({}, 1),
+        ({"threads": 3}, 3),
+        ({"resources": {"limits": {"cpu": "2"}}}, 2),
+        ({"resources": {"limits": {"cpu": "1500m"}}}, 2),
+        ({"resources": {"requests": {"cpu": "250m"}}}, 1),
+        ({"resources": {"requests": {"cpu": "4"}, "limits": {"cpu": "4"}}, "threads": 1}, 1),
+    ],
+)
+def test_threads_follow_the_cpu_limit_not_the_host(runtime: dict[str, Any], threads: int) -> None:
+    assert server_threads(md(runtime=runtime)) == threads
+
+
+def test_pod_template_overrides_and_pvc_source() -> None:
+    d = build_deployment(
+        md(
+            model={"uri": "pvc://models/iris/3/model.onnx"},
+            podTemplate={
+                "nodeSelector": {"pool": "cpu"},
+                "serviceAccountName": "serving",
+                "labels": {"team": "fraud"},
+                "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+            },
+        )
+    )
+    pod = d["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "cpu"}
+    assert pod["serviceAccountName"] == "serving"
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
+    assert d["spec"]["template"]["metadata"]["labels"]["team"] == "fraud"
+    claim = next(v for v in pod["volumes"] if v["name"] == "model-source")
+    assert claim["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+
+
+def test_batching_and_runtime_image_reach_the_server() -> None:
+    d = build_deployment(
+        md(runtime={"image": "my/server:1", "batching": {"maxBatchSize": 8, "maxDelayMs": 5}})
+    )
+    args = container(d)["args"]
+    assert "--max-batch-size=8" in args and "--max-batch-delay-ms=5" in args
+    assert container(d)["image"] == "my/server:1"
+
+
+def test_service_selects_all_tracks_or_one() -> None:
+    svc = build_service(md(service={"port": 9000, "type": "NodePort"}))
+    assert svc["spec"]["selector"] == {"serving.modeldeploy.io/deployment": "iris"}
+    assert svc["spec"]["type"] == "NodePort"
+    assert svc["spec"]["ports"][0] == {
+        "name": "http",
+        "port": 9000,
+        "targetPort": "http",
+        "protocol": "TCP",
+    }
+    canary = build_service(md(), "canary")
+    assert canary["metadata"]["name"] == "iris-canary"
+    assert canary["spec"]["selector"]["serving.modeldeploy.io/track"] == "canary"
+
+
+def test_autoscaler_passes_metrics_and_behavior_through() -> None:
+    assert build_autoscaler(md()) is None
+    behavior = {"scaleDown": {"stabilizationWindowSeconds": 60}}
+    extra = {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "qps"},
+            "target": {"type": "AverageValue", "averageValue": "10"},
+        },
+    }
+    hpa = build_autoscaler(
+        md(
+            autoscaling={
+                "minReplicas": 2,
+                "maxReplicas": 7,
+                "targetCPUUtilization": 55,
+                "metrics": [extra],
+                "behavior": behavior,
+            }
+        )
+    )
+    assert hpa is not None
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "iris",
+    }
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 55
+    assert hpa["spec"]["metrics"][1] == extra
+    assert hpa["spec"]["behavior"] == behavior
+
+
+def test_disruption_budget_only_when_asked() -> None:
+    assert build_disruption_budget(md()) is None
+    pdb = build_disruption_budget(md(disruptionBudget={"maxUnavailable": "25%"}))
+    assert pdb is not None
+    assert pdb["spec"] == {
+        "selector": {"matchLabels": {"serving.modeldeploy.io/deployment": "iris"}},
+        "maxUnavailable": "25%",
+    }
