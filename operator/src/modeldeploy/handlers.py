@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -101,18 +102,46 @@ def on_modeldeployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _run(body, memo)
 
 
+def _leads(kube: Kube, config: OperatorSettings) -> bool:
+    """Whether this replica is the one that acts (kopf pauses the others' event handling;
+    the resync thread must pause with them). Mirrors kopf's rule: no live peer with a higher
+    or equal priority."""
+    if config.peering is None:
+        return True
+    namespace = config.namespaces[0] if config.namespaces else None
+    kind = "KopfPeering" if namespace else "ClusterKopfPeering"
+    peering = kube.get("kopf.dev/v1", kind, namespace, config.peering)
+    now = datetime.now(UTC)
+    for identity, peer in ((peering or {}).get("status") or {}).items():
+        if identity == config.identity or not isinstance(peer, dict):
+            continue
+        seen = datetime.fromisoformat(str(peer.get("lastseen")))
+        alive = seen + timedelta(seconds=int(peer.get("lifetime", 60))) > now
+        if alive and int(peer.get("priority", 0)) >= config.priority:
+            return False
+    return peering is not None
+
+
 def _resync_forever(memo: kopf.Memo, stop: threading.Event) -> None:
     """A periodic level-based pass over every ModelDeployment (it writes nothing when all is as
     desired). Not a kopf timer: those put a finalizer on every object."""
     config: OperatorSettings = memo["config"]
     kube: Kube = memo["kube"]
     while not stop.wait(config.resync_seconds):
+        try:
+            if not _leads(kube, config):
+                log.debug("resync skipped: another replica leads")
+                continue
+        except Exception as error:
+            log.warning("resync: cannot read the peering object: %s", error)
+            continue
         for namespace in config.namespaces or (None,):
             try:
                 items = kube.list(API_VERSION, KIND, namespace)
             except Exception as error:  # the next round retries
                 log.warning("resync: cannot list ModelDeployments: %s", error)
                 continue
+            log.debug("resync pass", extra={"count": len(items)})
             for item in items:
                 try:
                     _run(kopf.Body(item), memo)  # type: ignore[arg-type]

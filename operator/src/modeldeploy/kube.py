@@ -27,6 +27,8 @@ RESOURCES: dict[tuple[str, str], str] = {
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
     (f"{GROUP}/{VERSION}", "ModelDeployment"): PLURAL,
+    ("kopf.dev/v1", "KopfPeering"): "kopfpeerings",
+    ("kopf.dev/v1", "ClusterKopfPeering"): "clusterkopfpeerings",
 }
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -97,7 +99,9 @@ class Kube:
             raise ApiException(http_resp=response)
         return json.loads(response.data) if response.data else {}
 
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:
             return dict(self._call("GET", resource_path(api_version, kind, namespace, name)))

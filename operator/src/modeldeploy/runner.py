@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import random
+import socket
 
 from modeldeploy.kube import api_client_from_environment
 from modeldeploy.settings import DEFAULT_SERVER_IMAGE, OperatorSettings
@@ -30,6 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--peering-name",
         default=env("MODELDEPLOY_PEERING_NAME", "modeldeploy"),
         help="peering object shared by the replicas of one installation",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=int(env("MODELDEPLOY_PRIORITY", "0")) or random.randint(1, 1_000_000),
+        help="peering priority: the live replica with the highest one acts (default: random, "
+        "so replicas never tie)",
     )
     parser.add_argument(
         "--liveness",
@@ -88,6 +97,9 @@ def run_operator(args: argparse.Namespace) -> int:
         prometheus_address=args.prometheus_address,
         namespaces=tuple(args.namespace),
         resync_seconds=args.resync_seconds,
+        peering=None if args.standalone else args.peering_name,
+        identity=f"modeldeploy@{socket.gethostname()}/{os.getpid()}-{random.randint(0, 99999)}",
+        priority=args.priority,
     )
     memo = kopf.Memo(
         config=config,
@@ -96,6 +108,8 @@ def run_operator(args: argparse.Namespace) -> int:
     kopf.run(
         standalone=args.standalone,
         peering_name=None if args.standalone else args.peering_name,
+        priority=args.priority,
+        identity=config.identity,  # type: ignore[arg-type]
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness or None,

@@ -22,6 +22,12 @@ class OperatorSettings:
     """Server-side apply field manager of every object the operator writes."""
     resync_seconds: float = 120
     """Interval of the periodic pass over every ModelDeployment (a safety net for lost events)."""
+    peering: str | None = None
+    """Name of the kopf peering object shared by the replicas; None when standalone."""
+    identity: str = ""
+    """This replica's identity in the peering object."""
+    priority: int = 0
+    """This replica's peering priority: the live replica with the highest one acts."""
     server_http_port: int = 8080
     server_metrics_port: int = 8082
     extra: dict[str, str] = field(default_factory=dict)

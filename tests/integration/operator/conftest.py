@@ -43,11 +43,13 @@ class OperatorProcess:
     process: subprocess.Popen[bytes] | None = None
     port: int = field(default_factory=free_port)
     extra: list[str] = field(default_factory=list)
+    standalone: bool = True
 
     def start(self) -> None:
         command = [
             sys.executable, "-m", "modeldeploy.cli", "operator",
-            "--namespace", self.namespace, "--standalone", "--verbose",
+            "--namespace", self.namespace, "--verbose",
+            *(["--standalone"] if self.standalone else []),
             "--liveness", f"http://127.0.0.1:{self.port}/healthz",
             "--log-format", "json", "--kubeconfig", str(self.kubeconfig), *self.extra,
         ]  # fmt: skip

@@ -274,3 +274,36 @@ def test_recovers_when_the_api_server_restarts(
         "the operator to act after the API server came back",
     )
     assert operator.process is not None and operator.process.poll() is None
+
+
+def test_the_operators_hpa_scales_the_deployment_on_cpu(
+    cluster: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    apply_md(
+        cluster,
+        namespace,
+        "busy",
+        {
+            "model": {"uri": MODEL_A},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 4, "targetCPUUtilization": 50},
+            "runtime": {"resources": {"requests": {"cpu": "100m"}}},
+            # KWOK reports this CPU usage for each container of the pods.
+            "podTemplate": {"annotations": {"kwok.x-k8s.io/usage-cpu": "90m"}},
+        },
+    )
+    wait_for(
+        lambda: (
+            (get(cluster, "deployment", namespace, "busy") or {}).get("spec", {}).get("replicas", 0)
+            >= 2
+        ),
+        180,
+        "the HPA to scale the Deployment up on emulated CPU usage",
+    )
+    md = wait_for(
+        lambda: (lambda m: m if m and m["status"].get("readyReplicas", 0) >= 2 else None)(
+            ready(cluster, namespace, "busy")
+        ),
+        120,
+        "the ModelDeployment to report the scaled replicas",
+    )
+    assert md["status"]["replicas"] >= 2
