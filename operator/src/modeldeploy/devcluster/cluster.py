@@ -10,10 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -25,14 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from modeldeploy.devcluster.binaries import ControlPlaneError, binary_dir, project_root
+from modeldeploy.devcluster.components import ComponentArgs
+from modeldeploy.devcluster.objects import (
+    METRICS_API,
+    NODE_COUNT,
+    WRITE_VERBS,
+    fake_node,
+)
 from modeldeploy.devcluster.pki import Pki, write_client_certificate, write_pki
+from modeldeploy.devcluster.processes import alive, free_port, tail, terminate
 
 log = logging.getLogger("modeldeploy.devcluster")
 
-NODE_COUNT = 2
-NODE_CPU = "8"
-NODE_MEMORY = "32Gi"
-SERVICE_CIDR = "10.0.0.0/24"
 # Startup order; shutdown is the reverse.
 COMPONENTS = (
     "etcd",
@@ -42,74 +43,10 @@ COMPONENTS = (
     "kwok",
     "metrics-server",
 )
-# metrics.k8s.io served by metrics-server on loopback: the aggregator resolves an ExternalName
-# Service to externalName:port (a ClusterIP would need a kube-proxy we do not have).
-METRICS_API = [
-    {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": "metrics-server", "namespace": "kube-system"},
-        "spec": {"type": "ExternalName", "externalName": "127.0.0.1"},
-    },
-    {
-        "apiVersion": "apiregistration.k8s.io/v1",
-        "kind": "APIService",
-        "metadata": {"name": "v1beta1.metrics.k8s.io"},
-        "spec": {
-            "service": {"name": "metrics-server", "namespace": "kube-system", "port": 0},
-            "group": "metrics.k8s.io",
-            "version": "v1beta1",
-            "insecureSkipTLSVerify": True,
-            "groupPriorityMinimum": 100,
-            "versionPriority": 100,
-        },
-    },
-]
-
-
-# Writes only, metadata only, once per request: enough to count what a client changed.
-AUDIT_POLICY = {
-    "apiVersion": "audit.k8s.io/v1",
-    "kind": "Policy",
-    "omitStages": ["RequestReceived", "ResponseStarted", "Panic"],
-    "rules": [
-        {"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
-        {"level": "None"},
-    ],
-}
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); look at its state.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @dataclass
-class LocalCluster:
+class LocalCluster(ComponentArgs):
     """A control plane whose state (PKI, etcd data, logs, kubeconfigs) lives under ``root``."""
 
     root: Path
@@ -157,7 +94,7 @@ class LocalCluster:
             return None
         cluster = cls(root=root, ports=state["ports"], pids=state["pids"])
         cluster.bin_dir = Path(state["bin_dir"])
-        if all(_alive(pid) for pid in cluster.pids.values()) and cluster.ready():
+        if all(alive(pid) for pid in cluster.pids.values()) and cluster.ready():
             return cluster
         return None
 
@@ -250,10 +187,10 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = self.pids.get(name)
-            if pid is not None and not _alive(pid):
+            if pid is not None and not alive(pid):
                 raise ControlPlaneError(
                     f"{name} exited during startup; last lines of {self.logs / (name + '.log')}:\n"
-                    + _tail(self.logs / f"{name}.log")
+                    + tail(self.logs / f"{name}.log")
                 )
             with contextlib.suppress(Exception):
                 if check():
@@ -261,131 +198,8 @@ class LocalCluster:
             time.sleep(0.2)
         raise ControlPlaneError(
             f"{name}: timed out after {timeout:.0f}s waiting for {what}; last lines of "
-            f"{self.logs / (name + '.log')}:\n" + _tail(self.logs / f"{name}.log")
+            f"{self.logs / (name + '.log')}:\n" + tail(self.logs / f"{name}.log")
         )
-
-    # Arguments ---------------------------------------------------------------------------
-    def _etcd_args(self) -> list[str]:
-        client = f"http://127.0.0.1:{self.ports['etcd']}"
-        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
-        return [
-            f"--data-dir={self.root / 'etcd'}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=default={peer}",
-            "--unsafe-no-fsync=true",
-            "--quota-backend-bytes=4294967296",
-            "--log-level=warn",
-        ]
-
-    def _apiserver_args(self) -> list[str]:
-        p = self.pki
-        return [
-            f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none",
-            f"--secure-port={self.ports['kube-apiserver']}",
-            f"--cert-dir={p.dir}",
-            f"--tls-cert-file={p.cert('apiserver')}",
-            f"--tls-private-key-file={p.key('apiserver')}",
-            f"--client-ca-file={p.cert('ca')}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC",
-            "--allow-privileged=true",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={p.service_account_pub}",
-            f"--service-account-signing-key-file={p.service_account_key}",
-            # The aggregation layer (metrics.k8s.io for the HPA).
-            f"--requestheader-client-ca-file={p.cert('front-proxy-ca')}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-username-headers=X-Remote-User",
-            f"--proxy-client-cert-file={p.cert('front-proxy-client')}",
-            f"--proxy-client-key-file={p.key('front-proxy-client')}",
-            "--enable-aggregator-routing=false",
-            "--profiling=false",
-            f"--audit-policy-file={self._write_audit_policy()}",
-            f"--audit-log-path={self.audit_log}",
-            "--audit-log-format=json",
-            "--audit-log-mode=blocking",
-        ]
-
-    def _write_audit_policy(self) -> Path:
-        path = self.root / "config" / "audit-policy.json"
-        path.write_text(json.dumps(AUDIT_POLICY))
-        return path
-
-    def _component_common(self, name: str, kubeconfig: Path) -> list[str]:
-        return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={self.ports[name]}",
-            f"--cert-dir={self.root / 'config' / name}",
-        ]
-
-    def _controller_manager_args(self) -> list[str]:
-        p = self.pki
-        return [
-            *self._component_common(
-                "kube-controller-manager", self.root / "config" / "controller-manager.kubeconfig"
-            ),
-            f"--service-account-private-key-file={p.service_account_key}",
-            f"--root-ca-file={p.cert('ca')}",
-            f"--cluster-signing-cert-file={p.cert('ca')}",
-            f"--cluster-signing-key-file={p.key('ca')}",
-            "--use-service-account-credentials=true",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Tests want the HPA to react in seconds, not the default 15 s / 5 min.
-            "--horizontal-pod-autoscaler-sync-period=2s",
-            "--horizontal-pod-autoscaler-downscale-stabilization=10s",
-            "--horizontal-pod-autoscaler-cpu-initialization-period=10s",
-            "--concurrent-deployment-syncs=10",
-            "--concurrent-replicaset-syncs=10",
-            "--concurrent-gc-syncs=20",
-        ]
-
-    def _scheduler_args(self) -> list[str]:
-        return self._component_common(
-            "kube-scheduler", self.root / "config" / "scheduler.kubeconfig"
-        )
-
-    def _kwok_args(self) -> list[str]:
-        assert self.bin_dir is not None
-        stages = sorted((self.bin_dir / "kwok-stages").glob("*.yaml"))
-        return [
-            f"--kubeconfig={self.root / 'config' / 'kwok.kubeconfig'}",
-            "--manage-all-nodes=true",
-            f"--server-address=127.0.0.1:{self.ports['kwok']}",
-            "--node-ip=127.0.0.1",
-            # The nodes' kubelet port: where metrics-server scrapes KWOK's emulated metrics.
-            f"--node-port={self.ports['kwok']}",
-            # The kwok binary's default is 0: no Leases, and nodes turn NotReady after ~50 s.
-            "--node-lease-duration-seconds=40",
-            *(f"--config={s}" for s in stages),
-        ]
-
-    def _metrics_server_args(self) -> list[str]:
-        kubeconfig = self.root / "config" / "metrics-server.kubeconfig"
-        return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={self.ports['metrics-server']}",
-            f"--cert-dir={self.root / 'config' / 'metrics-server'}",
-            "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
-            "--kubelet-use-node-status-port",
-            "--kubelet-insecure-tls",  # KWOK serves a self-signed test certificate
-            "--metric-resolution=10s",
-            "--kubelet-request-timeout=5s",
-        ]
 
     def _register_metrics_api(self) -> None:
         objects = json.loads(json.dumps(METRICS_API))
@@ -521,8 +335,9 @@ class LocalCluster:
             )
         return result
 
-    def audit_writes(self, user: str | None = None) -> list[dict[str, Any]]:
-        """Write requests recorded so far (optionally only those made by ``user``)."""
+    def audit_requests(self, user: str | None = None) -> list[dict[str, Any]]:
+        """Requests recorded so far: every write, and reads of the users in MEASURED_USERS
+        (optionally only those made by ``user``)."""
         events = []
         with contextlib.suppress(FileNotFoundError), self.audit_log.open() as lines:
             for line in lines:
@@ -530,6 +345,10 @@ class LocalCluster:
                 if user is None or event.get("user", {}).get("username") == user:
                     events.append(event)
         return events
+
+    def audit_writes(self, user: str | None = None) -> list[dict[str, Any]]:
+        """Write requests recorded so far (optionally only those made by ``user``)."""
+        return [e for e in self.audit_requests(user) if e.get("verb") in WRITE_VERBS]
 
     def api_client(self) -> Any:
         """A ``kubernetes.client.ApiClient`` authenticated as the cluster admin."""
@@ -555,7 +374,7 @@ class LocalCluster:
             ),
         }
         args, check = starts[name]
-        _terminate(self.pids.pop(name))
+        terminate(self.pids.pop(name))
         time.sleep(down_seconds)
         self._spawn(name, args())
         self._wait(name, check, 90)
@@ -564,66 +383,12 @@ class LocalCluster:
     def stop(self, *, remove: bool = True) -> None:
         """Stop every process (reverse order) and, when ``remove``, delete the state."""
         for name in reversed(list(self.pids)):
-            _terminate(self.pids[name])
+            terminate(self.pids[name])
         self.pids.clear()
         if remove and self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)
         elif self.state_file.exists():
             self.state_file.unlink()
-
-
-def _terminate(pid: int, grace: float = 10) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.1)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
-def fake_node(name: str) -> dict[str, Any]:
-    """A Node that KWOK manages: realistic allocatable CPU and memory, no taints."""
-    resources = {
-        "cpu": NODE_CPU,
-        "memory": NODE_MEMORY,
-        "pods": "110",
-        "ephemeral-storage": "100Gi",
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {
-                "kwok.x-k8s.io/node": "fake",
-                "node.alpha.kubernetes.io/ttl": "0",
-                # metrics-server asks for /metrics/resource unless told KWOK's per-node path.
-                "metrics.k8s.io/resource-metrics-path": f"/metrics/nodes/{name}/metrics/resource",
-            },
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "kubernetes.io/role": "agent",
-                "node-role.kubernetes.io/agent": "",
-                "type": "kwok",
-            },
-        },
-        "status": {
-            "allocatable": resources,
-            "capacity": resources,
-            # Both address types: KWOK's node-initialize stage wipes addresses lacking a Hostname.
-            "addresses": [
-                {"type": "InternalIP", "address": "127.0.0.1"},
-                {"type": "Hostname", "address": name},
-            ],
-        },
-    }
 
 
 @contextlib.contextmanager
