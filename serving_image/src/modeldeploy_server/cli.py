@@ -1,0 +1,155 @@
+"""``modeldeploy-server``: ``serve`` (the default subcommand) and ``fetch``.
+
+Every ``serve`` option can also be set as ``MODELDEPLOY_SERVER_<NAME>`` (``--http-port``
+is ``MODELDEPLOY_SERVER_HTTP_PORT``); the command line wins. ``fetch`` reads
+``MODELDEPLOY_SERVER_MODEL_URI``, ``MODELDEPLOY_SERVER_SHA256`` and
+``MODELDEPLOY_SERVER_DEST`` the same way, so an init container and the server can share
+one environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .settings import ENV_PREFIX, ServerSettings, SettingsError, load_settings
+
+SUBCOMMANDS = ("serve", "fetch")
+
+FETCH_EXIT_CODES = """exit codes:
+  0  placed (or already present with the expected digest)
+  1  other failure          2  usage error
+  3  not found              4  access denied
+  5  sha256 mismatch        6  source unavailable after retries
+  7  invalid URI            8  local I/O error (destination not writable, disk full)
+"""
+
+
+SERVE_OPTIONS: list[tuple[str, dict[str, Any], str]] = [
+    ("--model-name", {}, "served as /v2/models/NAME (default: the file's stem)"),
+    ("--model-uri", {}, "plain path, file://, pvc://claim/path, http(s)://, s3://bucket/key"),
+    ("--model-version", {}, "informative version, reported in metadata and metrics"),
+    ("--sha256", {}, "refuse to serve a model file whose sha256 differs"),
+    ("--host", {}, "address to listen on"),
+    ("--http-port", {"type": int}, "inference port"),
+    ("--metrics-port", {"type": int}, "Prometheus metrics port"),
+    ("--threads", {"type": int}, "onnxruntime intra-op threads per worker (default: CPUs/workers)"),
+    ("--workers", {"type": int}, "worker processes sharing the port (default: the CPU limit)"),
+    ("--max-batch-size", {"type": int}, "rows per dynamic batch; 1 disables batching"),
+    ("--max-batch-delay-ms", {"type": float}, "longest wait for requests already on their way"),
+    ("--max-request-bytes", {"type": int}, "larger bodies are refused with 413"),
+    ("--inline-inference-ms", {"type": float},
+     "batches expected to be faster run on the event loop; 0: always in a thread"),
+    ("--graceful-timeout", {"type": float}, "seconds in-flight requests get after SIGTERM"),
+    ("--drain-delay", {"type": float}, "seconds to keep serving, not ready, after SIGTERM"),
+    ("--keep-alive-timeout", {"type": float}, "seconds an idle keep-alive connection stays open"),
+    ("--model-cache-dir", {}, "where a remote model is downloaded"),
+    ("--log-format", {"choices": ["json", "text"]}, "log lines as JSON or text"),
+    ("--log-level", {"choices": ["debug", "info", "warning", "error"]}, "log level"),
+    ("--access-log", {"action": "store_const", "const": True}, "log every request"),
+]  # fmt: skip
+"""Every ``serve`` option; defaults and variables come from ``ServerSettings``."""
+
+
+def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over the Open Inference Protocol (default)",
+        description="Serve one ONNX model over the Open Inference Protocol (KServe v2) and "
+        f"KServe v1. Each option may also be set as {ENV_PREFIX}<NAME>; the flag wins.",
+    )
+    for flag, kwargs, text in SERVE_OPTIONS:
+        name = flag[2:].replace("-", "_")
+        default = ServerSettings.model_fields[name].default
+        hidden = default is None or default is False or "default" in text
+        shown = "" if hidden else f"; default {default}"
+        p.add_argument(
+            flag, default=None, help=f"{text}{shown} [{ENV_PREFIX}{name.upper()}]", **kwargs
+        )
+
+
+def _fetch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "fetch",
+        help="download a model, verify its sha256 and place it atomically",
+        description="Fetch a model for the server (the pod's init container).",
+        epilog=FETCH_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model-uri", help="file://, path, pvc://, http(s)://, s3://")
+    p.add_argument("--sha256", help="expected hex digest; nothing is placed on mismatch")
+    p.add_argument("--dest", help="destination directory")
+    p.add_argument("--filename", default="model.onnx", help="name of the placed file")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per network operation")
+    p.add_argument("--attempts", type=int, default=5, help="tries for transient failures")
+    p.add_argument("--log-format", choices=["json", "text"], default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="modeldeploy-server",
+        description="An ONNX Runtime server speaking the Open Inference Protocol.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    _serve_parser(sub)
+    _fetch_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (
+        args_list[0] not in SUBCOMMANDS and args_list[0] not in ("-h", "--help", "--version")
+    ):
+        args_list.insert(0, "serve")
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.command == "fetch":
+        return _fetch(parser, args)
+    options = {k: v for k, v in vars(args).items() if k != "command"}
+    try:
+        settings = load_settings(options)
+    except SettingsError as exc:
+        parser.error(str(exc))
+    if not settings.model_uri:
+        parser.error(f"--model-uri (or {ENV_PREFIX}MODEL_URI) is required")
+    from .server import serve
+
+    return serve(settings)
+
+
+def _fetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from .fetch import FetchError, fetch
+    from .logs import configure_logging
+
+    env = os.environ
+    uri = args.model_uri or env.get(ENV_PREFIX + "MODEL_URI")
+    sha256 = args.sha256 or env.get(ENV_PREFIX + "SHA256") or None
+    dest = args.dest or env.get(ENV_PREFIX + "DEST")
+    log_format = args.log_format or env.get(ENV_PREFIX + "LOG_FORMAT") or "json"
+    if not uri or not dest:
+        parser.error("fetch needs --model-uri and --dest")
+    if sha256 is not None and (
+        len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)
+    ):
+        parser.error("--sha256 must be 64 hexadecimal characters")
+    if args.attempts < 1 or args.timeout <= 0:
+        parser.error("--attempts must be >= 1 and --timeout > 0")
+    configure_logging(log_format, "info", {"command": "fetch"})
+    log = logging.getLogger("modeldeploy_server.fetch")
+    try:
+        fetch(uri, Path(dest), sha256=sha256, filename=args.filename, timeout=args.timeout,
+              attempts=args.attempts)  # fmt: skip
+    except FetchError as exc:
+        log.error(str(exc), extra={"fields": {"error": exc.kind, "exit_code": exc.exit_code}})
+        return exc.exit_code
+    return 0

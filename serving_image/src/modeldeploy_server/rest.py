@@ -1,0 +1,357 @@
+"""The HTTP layer: a raw ASGI app mapping paths to data-plane calls and errors to codes.
+
+No framework: the route table below lists every endpoint, a request costs a dict lookup
+to route, and every failure becomes ``{"error": "..."}`` with a 4xx code (or a 500 that
+carries no traceback; the traceback goes to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from .codec.infer import (
+    decode_infer_request,
+    encode_infer_result,
+    load_json_object,
+    parse_header_length,
+)
+from .codec.v1 import decode_v1_request, encode_v1_result
+from .dataplane import DataPlane
+from .errors import (
+    BadRequest,
+    ClientDisconnected,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServerError,
+    UnsupportedMediaType,
+)
+from .metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Params = dict[str, str]
+
+# Every route the server answers: (method, path template, handler name).
+# "{name}" matches one path segment; "{name}:suffix" one segment ending in ":suffix".
+ROUTES: list[tuple[str, str, str]] = [
+    ("GET", "/", "v1_live"),
+    ("GET", "/v2/health/live", "live"),
+    ("GET", "/v2/health/ready", "ready"),
+    ("GET", "/v2", "server_metadata"),
+    ("GET", "/v2/models/{model}", "model_metadata"),
+    ("GET", "/v2/models/{model}/versions/{version}", "model_metadata"),
+    ("GET", "/v2/models/{model}/ready", "model_ready"),
+    ("GET", "/v2/models/{model}/versions/{version}/ready", "model_ready"),
+    ("POST", "/v2/models/{model}/infer", "infer"),
+    ("POST", "/v2/models/{model}/versions/{version}/infer", "infer"),
+    ("POST", "/v2/repository/index", "repository_index"),
+    ("POST", "/v2/repository/models/{model}/load", "repository_load"),
+    ("POST", "/v2/repository/models/{model}/unload", "repository_unload"),
+    ("GET", "/v1/models", "v1_models"),
+    ("GET", "/v1/models/{model}", "v1_model"),
+    ("POST", "/v1/models/{model}:predict", "v1_predict"),
+]
+
+JSON = b"application/json"
+_Segment = tuple[str, str, str]  # (kind, value or param name, suffix)
+
+
+class Router:
+    """Matches a method and path against ``ROUTES``; caches what it has matched."""
+
+    def __init__(self, routes: list[tuple[str, str, str]]) -> None:
+        self._by_length: dict[int, list[tuple[str, list[_Segment], str]]] = {}
+        for method, template, handler in routes:
+            segments = [self._compile(part) for part in template.strip("/").split("/") if part]
+            self._by_length.setdefault(len(segments), []).append((method, segments, handler))
+        self._cache: dict[tuple[str, str], tuple[str, Params]] = {}
+
+    @staticmethod
+    def _compile(part: str) -> _Segment:
+        if part.startswith("{"):
+            name, _, suffix = part[1:].partition("}")
+            return ("param", name, suffix)
+        return ("literal", part, "")
+
+    def match(self, method: str, path: str) -> tuple[str, Params]:
+        """The handler name and path parameters; raises NotFound or MethodNotAllowed."""
+        cached = self._cache.get((method, path))
+        if cached is not None:
+            return cached
+        if path == "/":
+            parts: list[str] = []
+        elif not path.startswith("/") or path.endswith("/") or "//" in path:
+            raise NotFound(f"no route for {method} {path}")  # "/v2/" is not "/v2": no guessing
+        else:
+            parts = path[1:].split("/")
+        allowed: list[str] = []
+        for route_method, segments, handler in self._by_length.get(len(parts), []):
+            params = self._match_segments(segments, parts)
+            if params is None:
+                continue
+            if route_method != method:
+                allowed.append(route_method)
+                continue
+            if len(self._cache) > 1024:
+                self._cache.clear()  # bounded: arbitrary paths must not grow memory
+            self._cache[(method, path)] = (handler, params)
+            return handler, params
+        if allowed:
+            raise MethodNotAllowed(
+                f"{method} is not allowed on {path}; use {' or '.join(sorted(set(allowed)))}",
+                tuple(sorted(set(allowed))),
+            )
+        raise NotFound(f"no route for {method} {path}")
+
+    @staticmethod
+    def _match_segments(segments: list[_Segment], parts: list[str]) -> Params | None:
+        params: Params = {}
+        for (kind, value, suffix), part in zip(segments, parts, strict=True):
+            if kind == "literal":
+                if part != value:
+                    return None
+            elif suffix:
+                if not part.endswith(suffix) or len(part) == len(suffix):
+                    return None
+                params[value] = part[: -len(suffix)]
+            else:
+                params[value] = part
+        return params
+
+
+class RestApp:
+    """The ASGI application of one worker."""
+
+    def __init__(
+        self, dataplane: DataPlane, metrics: WorkerMetrics, *, max_request_bytes: int
+    ) -> None:
+        self.dataplane = dataplane
+        self.metrics = metrics
+        self.max_request_bytes = max_request_bytes
+        self.router = Router(ROUTES)
+        self._simple: dict[str, Callable[[Params, bytes | None], tuple[int, Any]]] = {
+            "v1_live": lambda p, b: (200, {"status": "alive"}),
+            "live": lambda p, b: (200, {"live": True}),
+            "ready": self._ready,
+            "server_metadata": lambda p, b: (200, dataplane.server_metadata()),
+            "model_metadata": lambda p, b: (
+                200,
+                dataplane.model_metadata(p["model"], p.get("version")),
+            ),
+            "model_ready": self._model_ready,
+            "repository_index": self._repository_index,
+            "repository_load": self._repository_load,
+            "repository_unload": self._repository_unload,
+            "v1_models": lambda p, b: (200, {"models": [dataplane.slot.name]}),
+            "v1_model": self._v1_model,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        try:
+            handler, params = self.router.match(scope["method"], scope["path"])
+            if handler == "infer":
+                await self._infer(scope, receive, send, params, "v2")
+            elif handler == "v1_predict":
+                await self._infer(scope, receive, send, params, "v1")
+            else:
+                body = None
+                if scope["method"] == "POST":
+                    body = await self._read_body(scope, receive)
+                status, payload = self._simple[handler](params, body)
+                await _send(send, status, orjson.dumps(payload))
+        except ServerError as exc:
+            await _send_error(send, exc)
+        except Exception:
+            log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+            await _send(send, 500, b'{"error":"internal server error; see the server log"}')
+
+    # -- small handlers --------------------------------------------------------------
+    def _ready(self, params: Params, body: bytes | None) -> tuple[int, Any]:
+        ready = self.dataplane.ready()
+        return (200 if ready else 503), {"ready": ready}
+
+    def _model_ready(self, params: Params, body: bytes | None) -> tuple[int, Any]:
+        ready = self.dataplane.model_ready(params["model"], params.get("version"))
+        return (200 if ready else 503), {"name": params["model"], "ready": ready}
+
+    def _v1_model(self, params: Params, body: bytes | None) -> tuple[int, Any]:
+        ready = self.dataplane.model_ready(params["model"])
+        return (200 if ready else 503), {"name": params["model"], "ready": ready}
+
+    def _repository_index(self, params: Params, body: bytes | None) -> tuple[int, Any]:
+        ready_only = False
+        if body:
+            doc = load_json_object(body)
+            flag = doc.get("ready", False)
+            if type(flag) is not bool:
+                raise BadRequest("'ready' must be true or false")
+            ready_only = flag
+        return 200, self.dataplane.repository_index(ready_only)
+
+    def _repository_load(self, params: Params, body: bytes | None) -> tuple[int, Any]:
+        self.dataplane.repository_load(params["model"])
+        return 200, {}
+
+    def _repository_unload(self, params: Params, body: bytes | None) -> tuple[int, Any]:
+        self.dataplane.repository_unload(params["model"])
+        return 200, {}
+
+    # -- inference -------------------------------------------------------------------
+    async def _infer(
+        self, scope: Scope, receive: Receive, send: Send, params: Params, protocol: str
+    ) -> None:
+        started = time.perf_counter()
+        name = params["model"]
+        headers = _headers(scope)
+        if protocol == "v2" and b"inference-header-content-length" in headers:
+            protocol = "v2-binary"
+        label = name if self.dataplane.knows(name) else ""
+        metrics = self.metrics
+        metrics.request_started(label)
+        status = 500
+        try:
+            slot = self.dataplane.ready_model(name, params.get("version"))
+            batcher = slot.batcher
+            assert batcher is not None
+            batcher.expect()
+            try:
+                body = await self._read_body(scope, receive, headers)
+                if protocol == "v1":
+                    request = decode_v1_request(body, self.dataplane.model_inputs(name))
+                else:
+                    length = headers.get(b"inference-header-content-length")
+                    header_length = parse_header_length(
+                        None if length is None else length.decode("latin-1"), len(body)
+                    )
+                    request = decode_infer_request(body, header_length)
+            finally:
+                batcher.arrived()
+            result = await self.dataplane.infer(slot, request)
+            if protocol == "v1":
+                rows = request.inputs[0].array.shape[0] if request.inputs[0].array.ndim else 1
+                await _send(send, 200, encode_v1_result(result, rows))
+            else:
+                payload, json_length = encode_infer_result(result)
+                if json_length is None:
+                    await _send(send, 200, payload)
+                else:
+                    await _send(
+                        send,
+                        200,
+                        payload,
+                        b"application/octet-stream",
+                        [(b"inference-header-content-length", str(json_length).encode())],
+                    )
+            status = 200
+        except ServerError as exc:
+            status = exc.status
+            await _send_error(send, exc)
+        except Exception:
+            log.exception("unexpected error during inference on model '%s'", name)
+            await _send(send, 500, b'{"error":"internal server error; see the server log"}')
+        finally:
+            metrics.request_done(label, protocol, status, time.perf_counter() - started)
+
+    async def _read_body(
+        self, scope: Scope, receive: Receive, headers: dict[bytes, bytes] | None = None
+    ) -> bytes:
+        if headers is None:
+            headers = _headers(scope)
+        limit = self.max_request_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(
+                f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnected("client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        encoding = headers.get(b"content-encoding")
+        if encoding is not None and encoding.strip().lower() != b"identity":
+            body = _decompress(body, encoding.strip().lower(), limit)
+        return body
+
+
+def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
+    if encoding == b"gzip":
+        decompressor = zlib.decompressobj(wbits=31)
+    elif encoding == b"deflate":
+        decompressor = zlib.decompressobj(wbits=15)
+    else:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding.decode('latin-1')!r} is not supported; "
+            "use gzip, deflate or none"
+        )
+    try:
+        data = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {encoding.decode()} data: {exc}") from None
+    if len(data) > limit or decompressor.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+    if not decompressor.eof:
+        raise BadRequest(f"body is truncated {encoding.decode()} data")
+    return data
+
+
+def _headers(scope: Scope) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+async def _send(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = JSON,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_error(send: Send, exc: ServerError) -> None:
+    extra: list[tuple[bytes, bytes]] = []
+    if isinstance(exc, MethodNotAllowed):
+        extra.append((b"allow", ", ".join(exc.allowed).encode()))
+    if isinstance(exc, PayloadTooLarge):
+        # Stop reading a body we will not use: close instead of draining it.
+        extra.append((b"connection", b"close"))
+    await _send(send, exc.status, orjson.dumps({"error": exc.message}), JSON, extra)
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,183 @@
+"""The one wiring place: settings in, supervisor and workers out.
+
+``serve`` runs in the supervisor process; ``worker_entry`` is the target of each spawned
+worker and builds that worker's metrics, data plane, runtime and HTTP app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from .logs import configure_logging
+from .settings import PodIdentity, ServerSettings, cpu_limit, plan_processes
+from .supervisor import Supervisor, SupervisorOptions
+
+log = logging.getLogger(__name__)
+
+
+def _log_context(
+    settings: ServerSettings, identity: PodIdentity, worker: int | None
+) -> dict[str, Any]:
+    return {
+        "deployment": identity.deployment,
+        "track": identity.track,
+        "pod": identity.pod,
+        "namespace": identity.namespace,
+        "worker": worker,
+    }
+
+
+def serve(settings: ServerSettings) -> int:
+    """Run the server until SIGTERM; returns the exit code."""
+    name = settings.served_name()
+    identity = PodIdentity.from_env(name)
+    configure_logging(
+        settings.log_format, settings.log_level, _log_context(settings, identity, None)
+    )
+    cpus = cpu_limit()
+    workers, threads, warning = plan_processes(settings.workers, settings.threads, cpus)
+    if warning:
+        log.warning(warning)
+    log.info(
+        "starting",
+        extra={
+            "fields": {
+                "model": name,
+                "uri": settings.model_uri,
+                "cpu_limit": cpus,
+                "workers": workers,
+                "threads_per_worker": threads,
+                "max_batch_size": settings.max_batch_size,
+                "max_batch_delay_ms": settings.max_batch_delay_ms,
+            }
+        },
+    )
+    supervisor = Supervisor(
+        SupervisorOptions(
+            workers=workers,
+            host=settings.host,
+            http_port=settings.http_port,
+            metrics_port=settings.metrics_port,
+            deployment=identity.deployment,
+            track=identity.track,
+            shutdown_budget=settings.drain_delay + settings.graceful_timeout + 10.0,
+        ),
+        worker_target=worker_entry,
+        # Workers bind the port the supervisor reserved (the real one when 0 was asked).
+        worker_args=lambda index, port: (
+            settings.model_copy(update={"http_port": port}),
+            index,
+            threads,
+        ),
+        resolve_model=lambda: resolve_model(settings),
+    )
+    return supervisor.run()
+
+
+def resolve_model(settings: ServerSettings) -> tuple[str, str]:
+    """("load", local path) once the model file is local, or ("fail", reason)."""
+    from .fetch import FetchError, fetch, local_path
+
+    uri = settings.model_uri or ""
+    try:
+        path = local_path(uri)
+        if path is None:
+            digest = (settings.sha256 or "unverified")[:16]
+            path = fetch(
+                uri,
+                Path(settings.model_cache_dir),
+                sha256=settings.sha256,
+                filename=f"{settings.served_name()}-{digest}.onnx",
+            )
+    except FetchError as exc:
+        return "fail", f"cannot fetch the model ({exc.kind}): {exc}"
+    return "load", str(path)
+
+
+def worker_entry(settings: ServerSettings, index: int, threads: int, control: Connection) -> None:
+    """Process target of one worker."""
+    from .worker import WorkerOptions, run_worker
+
+    name = settings.served_name()
+    identity = PodIdentity.from_env(name)
+    configure_logging(
+        settings.log_format, settings.log_level, _log_context(settings, identity, index)
+    )
+    options = WorkerOptions(
+        host=settings.host,
+        port=settings.http_port,
+        drain_delay=settings.drain_delay,
+        graceful_timeout=settings.graceful_timeout,
+        keep_alive_timeout=settings.keep_alive_timeout,
+        access_log=settings.access_log,
+    )
+    code = run_worker(options, control, lambda: build_worker(settings, index, threads))
+    logging.shutdown()
+    # Exit now: an inference thread still running after the grace period must not hold
+    # the process (threads cannot be interrupted; the interpreter would wait for them).
+    os._exit(code)
+
+
+def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
+    """Metrics, data plane, runtime and HTTP app of one worker, with its callbacks."""
+    from .dataplane import BatchingOptions, DataPlane, ModelIdentity, ModelSlot
+    from .metrics import WorkerMetrics
+    from .rest import RestApp
+    from .runtime.onnx import OnnxModel
+    from .worker import WorkerCallbacks
+
+    name = settings.served_name()
+    metrics = WorkerMetrics(index)
+    dataplane = DataPlane(
+        ModelSlot(name, settings.model_version),
+        metrics,
+        BatchingOptions(
+            max_batch_size=settings.max_batch_size,
+            max_delay=settings.max_batch_delay_ms / 1000.0,
+            inline_threshold=settings.inline_inference_ms / 1000.0,
+        ),
+    )
+    dataplane.peers_ready = False  # until the supervisor says every worker has the model
+    app = RestApp(dataplane, metrics, max_request_bytes=settings.max_request_bytes)
+    identity = ModelIdentity(
+        uri=settings.model_uri or "",
+        sha256=settings.sha256 or "",
+        version=settings.model_version or "",
+    )
+    tasks: set[asyncio.Task[None]] = set()
+
+    def control(message: Any) -> Any:
+        kind, value = message
+        if kind == "snapshot":
+            return value, metrics.snapshot()
+        if kind == "state":
+            return value, dataplane.slot.state.value
+        if kind == "peers-ready":
+            dataplane.peers_ready = True
+        if kind == "load":
+            model = OnnxModel(
+                name,
+                Path(value),
+                version=settings.model_version,
+                sha256=settings.sha256,
+                threads=threads,
+            )
+            task = asyncio.get_running_loop().create_task(dataplane.load(model, identity))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        elif kind == "fail":
+            dataplane.fail(value)
+        return None
+
+    return WorkerCallbacks(
+        app=app,
+        start=lambda: None,
+        control=control,
+        drain=dataplane.start_draining,
+        close=dataplane.close,
+    )
