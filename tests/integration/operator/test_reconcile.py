@@ -106,7 +106,8 @@ def test_updates_model_replicas_and_scale_subresource(
         return deployment if f"--model-uri={MODEL_B}" in str(deployment) else None
 
     deployment = wait_for(updated, 60, "the Deployment to follow the spec")
-    assert "--threads=2" in server_args(deployment)
+    assert "--workers=2" in server_args(deployment)
+    assert "--threads=1" in server_args(deployment)
     md = wait_for(lambda: ready(cluster, namespace, "iris"), 60, "iris Ready again")
     assert md["status"]["stable"]["uri"] == MODEL_B
     cluster.kubectl("scale", "mdep", "iris", "-n", namespace, "--replicas=5")

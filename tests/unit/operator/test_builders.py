@@ -12,7 +12,7 @@ from modeldeploy.builders import (
     build_deployment,
     build_disruption_budget,
     build_service,
-    server_threads,
+    server_concurrency,
 )
 from modeldeploy.settings import OperatorSettings
 
@@ -102,18 +102,22 @@ def test_autoscaled_deployment_leaves_replicas_to_the_hpa() -> None:
 
 
 @pytest.mark.parametrize(
-    ("runtime", "threads"),
+    ("runtime", "workers", "threads"),
     [
-        ({}, 1),
-        ({"threads": 3}, 3),
-        ({"resources": {"limits": {"cpu": "2"}}}, 2),
-        ({"resources": {"limits": {"cpu": "1500m"}}}, 2),
-        ({"resources": {"requests": {"cpu": "250m"}}}, 1),
-        ({"resources": {"requests": {"cpu": "4"}, "limits": {"cpu": "4"}}, "threads": 1}, 1),
+        ({}, 1, 1),
+        ({"threads": 3}, 1, 3),
+        ({"resources": {"limits": {"cpu": "2"}}}, 2, 1),
+        ({"resources": {"limits": {"cpu": "1500m"}}}, 2, 1),
+        ({"resources": {"requests": {"cpu": "250m"}}}, 1, 1),
+        ({"resources": {"requests": {"cpu": "4"}, "limits": {"cpu": "4"}}, "threads": 2}, 2, 2),
     ],
 )
-def test_threads_follow_the_cpu_limit_not_the_host(runtime: dict[str, Any], threads: int) -> None:
-    assert server_threads(md(runtime=runtime)) == threads
+def test_workers_times_threads_follow_the_cpu_limit_not_the_host(
+    runtime: dict[str, Any], workers: int, threads: int
+) -> None:
+    assert server_concurrency(md(runtime=runtime)) == (workers, threads)
+    args = container(build_deployment(md(runtime=runtime)))["args"]
+    assert f"--workers={workers}" in args and f"--threads={threads}" in args
 
 
 def test_pod_template_overrides_and_pvc_source() -> None:

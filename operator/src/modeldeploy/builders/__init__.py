@@ -4,7 +4,7 @@ Nothing here talks to a cluster; every function is deterministic and table-teste
 """
 
 from modeldeploy.builders.autoscaler import build_autoscaler
-from modeldeploy.builders.deployment import build_deployment, server_threads
+from modeldeploy.builders.deployment import build_deployment, server_concurrency, server_threads
 from modeldeploy.builders.disruption import build_disruption_budget
 from modeldeploy.builders.names import (
     CANARY,
@@ -29,6 +29,7 @@ __all__ = [
     "deployment_name",
     "owner_reference",
     "selector_labels",
+    "server_concurrency",
     "server_threads",
     "service_name",
     "standard_labels",

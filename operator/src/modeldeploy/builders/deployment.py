@@ -40,15 +40,9 @@ _POD_SECURITY = {
 }
 
 
-def server_threads(md: ModelDeployment) -> int:
-    """onnxruntime intra-op threads: as asked, else the CPU limit (or request) rounded up.
-
-    Never onnxruntime's own default, which counts the host's cores and oversubscribes a
-    container limited to fewer.
-    """
+def _cpu_cores(md: ModelDeployment) -> int:
+    """The CPU the container may use: its limit, else its request, rounded up (at least 1)."""
     runtime = md.spec.runtime
-    if runtime and runtime.threads:
-        return runtime.threads
     resources = runtime.resources if runtime else None
     for bucket in (
         resources.limits if resources else None,
@@ -57,6 +51,25 @@ def server_threads(md: ModelDeployment) -> int:
         if bucket and "cpu" in bucket:
             return max(1, math.ceil(float(parse_quantity(str(bucket["cpu"])))))
     return 1
+
+
+def server_concurrency(md: ModelDeployment) -> tuple[int, int]:
+    """(worker processes, onnxruntime intra-op threads per worker), workers x threads = CPUs.
+
+    Never onnxruntime's own default, which counts the host's cores and oversubscribes a
+    container limited to fewer. Small models serve more requests with one thread per worker;
+    ``runtime.threads`` trades workers for threads when a model needs them.
+    """
+    cores = _cpu_cores(md)
+    runtime = md.spec.runtime
+    if runtime and runtime.threads:
+        return max(1, cores // runtime.threads), runtime.threads
+    return cores, 1
+
+
+def server_threads(md: ModelDeployment) -> int:
+    """onnxruntime intra-op threads of each worker (see :func:`server_concurrency`)."""
+    return server_concurrency(md)[1]
 
 
 def _resources(md: ModelDeployment) -> dict[str, Any]:
@@ -99,10 +112,13 @@ def _server_args(md: ModelDeployment, settings: OperatorSettings) -> list[str]:
         f"--model-uri=file://{MODEL_DIR}/{MODEL_FILE}",
         f"--http-port={settings.server_http_port}",
         f"--metrics-port={settings.server_metrics_port}",
-        f"--threads={server_threads(md)}",
     ]
+    workers, threads = server_concurrency(md)
+    args += [f"--workers={workers}", f"--threads={threads}"]
     if model.sha256:
         args.append(f"--sha256={model.sha256}")
+    if model.version:
+        args.append(f"--model-version={model.version}")
     batching = md.spec.runtime.batching if md.spec.runtime else None
     if batching:
         args += [

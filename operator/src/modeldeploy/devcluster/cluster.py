@@ -350,11 +350,11 @@ class LocalCluster(ComponentArgs):
         """Write requests recorded so far (optionally only those made by ``user``)."""
         return [e for e in self.audit_requests(user) if e.get("verb") in WRITE_VERBS]
 
-    def api_client(self) -> Any:
-        """A ``kubernetes.client.ApiClient`` authenticated as the cluster admin."""
+    def api_client(self, kubeconfig: Path | None = None) -> Any:
+        """A ``kubernetes.client.ApiClient`` for the admin (or the identity of ``kubeconfig``)."""
         from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        return config.new_client_from_config(config_file=str(kubeconfig or self.kubeconfig))
 
     def restart(self, name: str, *, down_seconds: float = 0) -> None:
         """Stop one component, optionally stay down a while, start it again on the same port
