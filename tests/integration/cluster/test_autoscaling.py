@@ -8,36 +8,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.manifests import cpu_hpa, deployment
+
 pytestmark = pytest.mark.integration
-
-
-def _deployment(cpu_usage: str) -> dict[str, Any]:
-    labels = {"app": "busy"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "busy"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {
-                    "labels": labels,
-                    # KWOK reports this much CPU for each container of the pod.
-                    "annotations": {"kwok.x-k8s.io/usage-cpu": cpu_usage},
-                },
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": "example.invalid/busy:1",
-                            "resources": {"requests": {"cpu": "100m"}},
-                        }
-                    ]
-                },
-            },
-        },
-    }
 
 
 def _replicas(cluster: Any, namespace: str) -> int:
@@ -46,26 +19,10 @@ def _replicas(cluster: Any, namespace: str) -> int:
 
 
 def test_hpa_scales_a_deployment_on_emulated_cpu(cluster: Any, namespace: str) -> None:
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(_deployment("90m")))
-    hpa = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": "busy"},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "busy"},
-            "minReplicas": 1,
-            "maxReplicas": 4,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {"type": "Utilization", "averageUtilization": 50},
-                    },
-                }
-            ],
-        },
-    }
+    # KWOK reports this much CPU for each container of the pods.
+    busy = deployment("busy", annotations={"kwok.x-k8s.io/usage-cpu": "90m"})
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(busy))
+    hpa = cpu_hpa("busy", utilization=50)
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(hpa))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and _replicas(cluster, namespace) < 2:

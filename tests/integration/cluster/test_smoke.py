@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.support.manifests import cpu_hpa, deployment
+
 pytestmark = pytest.mark.integration
 
 
@@ -29,32 +31,7 @@ def test_nodes_are_ready_and_api_is_healthy(cluster) -> None:  # type: ignore[no
 
 
 def test_deployment_becomes_available_with_ready_pods(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
-    labels = {"app": "smoke"}
-    _apply(
-        cluster,
-        namespace,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "smoke"},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {
-                        "containers": [
-                            {
-                                "name": "main",
-                                "image": "example.invalid/smoke:1",
-                                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
-                            }
-                        ]
-                    },
-                },
-            },
-        },
-    )
+    _apply(cluster, namespace, deployment("smoke", replicas=2))
     cluster.kubectl(
         "wait", "-n", namespace, "--for=condition=Available", "deployment/smoke", "--timeout=60s"
     )
@@ -95,25 +72,7 @@ def test_deleting_an_owner_garbage_collects_its_dependents(cluster, namespace: s
 
 
 def test_autoscaling_v2_hpa_is_accepted(cluster, namespace: str) -> None:  # type: ignore[no-untyped-def]
-    hpa = {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": "smoke"},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "smoke"},
-            "minReplicas": 1,
-            "maxReplicas": 4,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {"type": "Utilization", "averageUtilization": 70},
-                    },
-                }
-            ],
-        },
-    }
+    hpa = cpu_hpa("smoke", utilization=70)
     cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(hpa))
     _apply(cluster, namespace, hpa)
     stored = json.loads(
