@@ -102,6 +102,14 @@ def on_modeldeployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _run(body, memo)
 
 
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def forget_deleted(type: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """Drop what we remember of a deleted ModelDeployment (its children go with it by GC)."""
+    if type == "DELETED":
+        memo["statuses"].pop(uid, None)
+        memo["locks"].pop(uid, None)
+
+
 def _leads(kube: Kube, config: OperatorSettings) -> bool:
     """Whether this replica is the one that acts (kopf pauses the others' event handling;
     the resync thread must pause with them). Mirrors kopf's rule: no live peer with a higher

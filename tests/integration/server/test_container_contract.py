@@ -78,8 +78,19 @@ def _read_only_script(stage: Path, command: list[str]) -> str:
         f"mount --bind {stage}/interpreter {interpreter_home}",
         # The model volume, as a pod would mount it (read-only, outside /tmp).
         f"mount --bind -o ro {stage} /srv",
+    ]
+    # The checkout and its virtualenv may live under /tmp (a CI clone): keep them visible
+    # through the fresh tmpfs, as the image keeps its venv outside /tmp.
+    keep = [p for p in (ROOT, Path(sys.prefix).resolve()) if Path("/tmp") in p.parents]
+    for index, path in enumerate(keep):
+        steps += [f"mkdir -p /mnt/keep{index}", f"mount --bind {path} /mnt/keep{index}"]
+    steps += [
         "mount -o remount,ro,bind /",
         "mount -t tmpfs -o mode=1777 tmpfs /tmp",
+    ]
+    for index, path in enumerate(keep):
+        steps += [f"mkdir -p {path}", f"mount --bind /mnt/keep{index} {path}"]
+    steps += [
         "exec setpriv --reuid=10001 --regid=10001 --clear-groups env HOME=/tmp TMPDIR=/tmp "
         + shlex.join(command),
     ]
