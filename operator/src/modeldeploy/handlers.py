@@ -7,17 +7,17 @@ restored and the status follows the pods.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 
 from modeldeploy.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from modeldeploy.dispatch import Dispatcher
 from modeldeploy.kube import Kube, api_client_from_environment, is_transient
-from modeldeploy.reconcilers import reconcile
 from modeldeploy.settings import OperatorSettings
 
 log = logging.getLogger("modeldeploy.handlers")
@@ -39,9 +39,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo["config"] = config
     if "kube" not in memo:
         memo["kube"] = Kube(api_client_from_environment(), field_manager=config.field_manager)
-    memo["locks"] = defaultdict(threading.Lock)
-    # The status we last wrote, by uid: fresher than a body from the index or the timer.
-    memo["statuses"] = {}
+    memo["dispatcher"] = Dispatcher(memo["kube"], config, _emitter)
     # Our own annotations, not kopf's defaults; no finalizers (children are garbage-collected).
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="serving.modeldeploy.io", key="last-handled-configuration"
@@ -63,29 +61,20 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
-def _emitter(body: kopf.Body) -> Any:
+def _emitter(body: Any) -> Any:
     def emit(kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message)
 
     return emit
 
 
-def _run(body: kopf.Body, memo: kopf.Memo) -> None:
-    uid = body["metadata"]["uid"]
-    with memo["locks"][uid]:
-        try:
-            outcome = reconcile(
-                body,
-                memo["kube"],
-                memo["config"],
-                _emitter(body),
-                known_status=memo["statuses"].get(uid),
-            )
-            memo["statuses"][uid] = outcome.status
-        except Exception as error:
-            if is_transient(error):
-                raise kopf.TemporaryError(f"transient API error: {error}", delay=2) from error
-            raise
+def _run(body: Any, memo: kopf.Memo) -> None:
+    try:
+        memo["dispatcher"].run(body)
+    except Exception as error:
+        if is_transient(error):
+            raise kopf.TemporaryError(f"transient API error: {error}", delay=2) from error
+        raise
 
 
 @kopf.index(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
@@ -106,8 +95,7 @@ def on_modeldeployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 def forget_deleted(type: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
     """Drop what we remember of a deleted ModelDeployment (its children go with it by GC)."""
     if type == "DELETED":
-        memo["statuses"].pop(uid, None)
-        memo["locks"].pop(uid, None)
+        memo["dispatcher"].forget(uid)
 
 
 def _leads(kube: Kube, config: OperatorSettings) -> bool:
@@ -152,7 +140,7 @@ def _resync_forever(memo: kopf.Memo, stop: threading.Event) -> None:
             log.debug("resync pass", extra={"count": len(items)})
             for item in items:
                 try:
-                    _run(kopf.Body(item), memo)  # type: ignore[arg-type]
+                    _run(item, memo)
                 except Exception as error:
                     log.warning("resync of %s failed: %s", item["metadata"]["name"], error)
 
@@ -160,8 +148,14 @@ def _resync_forever(memo: kopf.Memo, stop: threading.Event) -> None:
 @kopf.on.startup()
 def start_resync(memo: kopf.Memo, **_: Any) -> None:
     memo["stop"] = threading.Event()
+    # kopf keeps its settings and event queue in context variables: carry them to the thread,
+    # or posting an Event from the resync would fail.
+    context = contextvars.copy_context()
     threading.Thread(
-        target=_resync_forever, args=(memo, memo["stop"]), name="resync", daemon=True
+        target=context.run,
+        args=(_resync_forever, memo, memo["stop"]),
+        name="resync",
+        daemon=True,
     ).start()
 
 
@@ -171,8 +165,16 @@ def stop_resync(memo: kopf.Memo, **_: Any) -> None:
 
 
 def _on_child(
-    body: kopf.Body, namespace: str, memo: kopf.Memo, modeldeployments: kopf.Index, **_: Any
+    type: str | None,
+    body: kopf.Body,
+    namespace: str,
+    memo: kopf.Memo,
+    modeldeployments: kopf.Index,
+    **_: Any,
 ) -> None:
+    memo["dispatcher"].child_event(
+        body["kind"], namespace, body["metadata"]["name"], deleted=type == "DELETED"
+    )
     owner = body["metadata"].get("labels", {}).get(OWNER_LABEL)
     if not owner:
         return

@@ -74,13 +74,17 @@ def test_create_builds_labelled_owned_children_and_becomes_ready(
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
     assert f"--sha256={SHA}" in server_args(deployment)
-    events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
-    reasons = {
-        e["reason"]
-        for e in json.loads(events)["items"]
-        if e["involvedObject"]["kind"] == "ModelDeployment"
-    }
-    assert "ModelServing" in reasons
+
+    def reasons() -> set[str]:
+        events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        return {
+            e["reason"]
+            for e in json.loads(events)["items"]
+            if e["involvedObject"]["kind"] == "ModelDeployment"
+        }
+
+    # kopf posts Events asynchronously, shortly after the status is written.
+    wait_for(lambda: "ModelServing" in reasons(), 30, "the ModelServing Event")
 
 
 def test_updates_model_replicas_and_scale_subresource(
@@ -248,7 +252,8 @@ def test_restart_resumes_without_duplicates_or_writes(
     operator.start()
     wait_for(lambda: _resumed(operator, seen), 60, "the resume handlers to run")
     # A child event after the restart is processed too, and still changes nothing.
-    cluster.kubectl("annotate", "deployment", "iris", "-n", namespace, "example.com/poke=1")
+    # A label (an annotation would bump a Deployment's generation and rightly show Progressing).
+    cluster.kubectl("label", "deployment", "iris", "-n", namespace, "example.com/poke=1")
     wait_for(
         lambda: any("_on_child" in str(x.get("message")) for x in operator.lines()[seen:]),
         60,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from modeldeploy.devcluster.objects import AUDIT_POLICY
 from modeldeploy.devcluster.pki import Pki
 
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.96.0.0/16"
 
 
 class ComponentArgs:

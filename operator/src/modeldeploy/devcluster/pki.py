@@ -151,7 +151,7 @@ def write_pki(directory: Path) -> Pki:
     ca = _write_ca(pki, "ca", "modeldeploy-local-ca")
     sans: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
         x509.DNSName("localhost"),
     ]
     sans += [

@@ -13,7 +13,7 @@ from modeldeploy.api import API_VERSION, KIND, ModelDeployment
 from modeldeploy.builders import STABLE, deployment_name
 from modeldeploy.builders.names import name_of, namespace_of
 from modeldeploy.kube import Kube
-from modeldeploy.reconcilers.children import reconcile_children, serving_pods
+from modeldeploy.reconcilers.children import MayExist, reconcile_children, serving_pods
 from modeldeploy.reconcilers.status import (
     Observed,
     compute_status,
@@ -22,7 +22,7 @@ from modeldeploy.reconcilers.status import (
 )
 from modeldeploy.settings import OperatorSettings
 
-__all__ = ["EventSink", "Outcome", "plain", "reconcile", "write_status"]
+__all__ = ["EventSink", "MayExist", "Outcome", "plain", "reconcile", "write_status"]
 
 log = logging.getLogger("modeldeploy.reconcile")
 
@@ -71,10 +71,16 @@ def write_status(
     meta = body["metadata"]
     patch = {**{k: None for k in previous if k not in status}, **status}
     kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], patch)
+    before = {c["type"]: c["status"] for c in previous.get("conditions") or []}
     for condition in transitions(previous.get("conditions"), status.get("conditions", [])):
-        if condition["type"] == "Degraded" and condition["status"] == "True":
+        kind, state = condition["type"], condition["status"]
+        if kind == "Degraded" and state == "True":
             emit("Warning", condition["reason"], condition["message"])
-        elif condition["type"] in ("Ready", "Degraded"):
+        elif kind == "Ready" and state == "True":
+            emit("Normal", condition["reason"], condition["message"])
+        elif kind in ("Ready", "Degraded") and before.get(kind) == "True":
+            # Lost readiness, or recovered from a problem: worth an Event. A new object's
+            # first "not ready yet" is not.
             emit("Normal", condition["reason"], condition["message"])
     return True
 
@@ -86,10 +92,12 @@ def reconcile(
     emit: EventSink,
     *,
     known_status: dict[str, Any] | None = None,
+    may_exist: MayExist | None = None,
 ) -> Outcome:
     """One level-based pass over a ModelDeployment. Raises only for transient API errors.
 
-    ``known_status`` is the status this operator last wrote, fresher than a cached ``body``.
+    ``known_status`` is the status this operator last wrote, fresher than a cached ``body``;
+    ``may_exist`` says which unwanted children need not be read to know they are absent.
     """
     raw = plain(body)
     if known_status is not None:
@@ -106,7 +114,7 @@ def reconcile(
         outcome.phase, outcome.status = "Failed", status
         return outcome
 
-    children = reconcile_children(md, kube, settings)
+    children = reconcile_children(md, kube, settings, may_exist=may_exist)
     outcome.applied, outcome.deleted = children.applied, children.deleted
     deployment = children.objects.get(deployment_name(md, STABLE))
     seen = Observed(deployment=deployment, refused=children.refused)

@@ -7,6 +7,7 @@ reconciler does). Each child: build (pure), compare with what exists, apply or d
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,10 +65,22 @@ def ensure(kube: Kube, desired: dict[str, Any], result: ChildResult) -> dict[str
     return current
 
 
+MayExist = Callable[[str, str, str], bool]
+"""(kind, namespace, name) -> False when the child is known not to exist (no read needed)."""
+
+
 def ensure_absent(
-    kube: Kube, api_version: str, kind: str, md: ModelDeployment, name: str, result: ChildResult
+    kube: Kube,
+    api_version: str,
+    kind: str,
+    md: ModelDeployment,
+    name: str,
+    result: ChildResult,
+    may_exist: MayExist | None = None,
 ) -> None:
     """Delete a child we own that is no longer wanted (e.g. the HPA after autoscaling is unset)."""
+    if may_exist is not None and not may_exist(kind, namespace_of(md), name):
+        return
     existing = kube.get(api_version, kind, namespace_of(md), name)
     if existing is None:
         return
@@ -84,6 +97,7 @@ def reconcile_children(
     settings: OperatorSettings,
     *,
     deployments: list[dict[str, Any]] | None = None,
+    may_exist: MayExist | None = None,
 ) -> ChildResult:
     """Service, Deployment(s), autoscaler, disruption budget: each as desired, in this order.
 
@@ -116,7 +130,7 @@ def reconcile_children(
     if budget is not None:
         ensure(kube, budget, result)
     else:
-        ensure_absent(kube, "policy/v1", "PodDisruptionBudget", md, name_of(md), result)
+        ensure_absent(kube, "policy/v1", "PodDisruptionBudget", md, name_of(md), result, may_exist)
     return result
 
 
