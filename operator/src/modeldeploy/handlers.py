@@ -18,6 +18,7 @@ import kopf
 from modeldeploy.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from modeldeploy.dispatch import Dispatcher
 from modeldeploy.kube import Kube, api_client_from_environment, is_transient
+from modeldeploy.reconcilers import plain
 from modeldeploy.settings import OperatorSettings
 
 log = logging.getLogger("modeldeploy.handlers")
@@ -68,9 +69,9 @@ def _emitter(body: Any) -> Any:
     return emit
 
 
-def _run(body: Any, memo: kopf.Memo) -> None:
+def _run(body: Any, memo: kopf.Memo, *, fresh: bool = False) -> None:
     try:
-        memo["dispatcher"].run(body)
+        memo["dispatcher"].run(body, fresh=fresh)
     except Exception as error:
         if is_transient(error):
             raise kopf.TemporaryError(f"transient API error: {error}", delay=2) from error
@@ -140,7 +141,7 @@ def _resync_forever(memo: kopf.Memo, stop: threading.Event) -> None:
             log.debug("resync pass", extra={"count": len(items)})
             for item in items:
                 try:
-                    _run(item, memo)
+                    _run(item, memo, fresh=True)
                 except Exception as error:
                     log.warning("resync of %s failed: %s", item["metadata"]["name"], error)
 
@@ -172,9 +173,7 @@ def _on_child(
     modeldeployments: kopf.Index,
     **_: Any,
 ) -> None:
-    memo["dispatcher"].child_event(
-        body["kind"], namespace, body["metadata"]["name"], deleted=type == "DELETED"
-    )
+    memo["dispatcher"].child_event(plain(body), deleted=type == "DELETED")
     owner = body["metadata"].get("labels", {}).get(OWNER_LABEL)
     if not owner:
         return
