@@ -49,6 +49,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix="serving.modeldeploy.io"
     )
     settings.posting.level = logging.INFO
+    # Events say who wrote them: `kubectl describe mdep` shows "modeldeploy", not "kopf".
+    settings.posting.reporting_component = "modeldeploy"
+    settings.posting.reporting_instance = config.identity or "modeldeploy"
     settings.networking.error_backoffs = [1, 2, 4, 8, 15]
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
