@@ -56,6 +56,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = 8
+    if config.namespaces:
+        # Exact namespaces and fixed resources: no cluster-wide scan of namespaces and CRDs,
+        # so a namespaced installation needs Roles only.
+        settings.scanning.disabled = True
     settings.batching.worker_limit = 256
 
 

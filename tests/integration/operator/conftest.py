@@ -89,8 +89,8 @@ class OperatorProcess:
 
 @pytest.fixture
 def operator(
-    cluster, namespace: str, modeldeployment_crd: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:  # type: ignore[no-untyped-def]
+    cluster: Any, namespace: str, modeldeployment_crd: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
     """A running ``modeldeploy operator`` watching the test's namespace, as its own user."""
     kubeconfig = cluster.user_kubeconfig(OPERATOR_USER, ["system:masters"])
     running = OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log")

@@ -1,0 +1,117 @@
+{{/* Names, labels and the pieces of the operator's command line shared by the templates. */}}
+
+{{- define "modeldeploy.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's objects are named after the release ("modeldeploy" stays as is). */}}
+{{- define "modeldeploy.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "modeldeploy.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "modeldeploy.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modeldeploy.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "modeldeploy.labels" -}}
+helm.sh/chart: {{ include "modeldeploy.chart" . }}
+{{ include "modeldeploy.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: modeldeploy
+{{- end }}
+
+{{- define "modeldeploy.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "modeldeploy.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "modeldeploy.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "modeldeploy.serverImage" -}}
+{{- default (printf "ghcr.io/modeldeploy/modeldeploy-server:%s" .Chart.AppVersion) .Values.operator.serverImage }}
+{{- end }}
+
+{{/* Peering (leader election between replicas) is on exactly when there is more than one. */}}
+{{- define "modeldeploy.peering" -}}
+{{- if gt (int .Values.replicas) 1 }}true{{ end }}
+{{- end }}
+
+{{/* The rules of the operator's role, one place for the ClusterRole and the Roles.
+Each rule is what the operator's code does; see docs/operations.md ("RBAC"). */}}
+{{- define "modeldeploy.rules" -}}
+# Watch ModelDeployments (kopf lists, then watches; the resync lists), read the latest one
+# before acting on a burst of events, patch them (kopf keeps its bookkeeping in annotations).
+- apiGroups: ["serving.modeldeploy.io"]
+  resources: ["modeldeployments"]
+  verbs: ["get", "list", "watch", "patch"]
+# Write the status through the status subresource.
+- apiGroups: ["serving.modeldeploy.io"]
+  resources: ["modeldeployments/status"]
+  verbs: ["patch"]
+# Children carry an owner reference with blockOwnerDeletion: clusters running the
+# OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) require this.
+- apiGroups: ["serving.modeldeploy.io"]
+  resources: ["modeldeployments/finalizers"]
+  verbs: ["update"]
+# The children: watched (a changed or deleted child is restored), read, server-side applied
+# (an apply that creates needs "create" as well as "patch"). Deletion of a Deployment or
+# Service is left to the garbage collector (owner references).
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# An autoscaler or disruption budget is deleted when the spec drops it.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Serving pods are listed to explain why they are not ready (e.g. unschedulable).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# An Event for every condition transition (kopf posts core/v1 Events).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* Peering rules: list/watch cannot be narrowed by name; get/patch are, to our object. */}}
+{{- define "modeldeploy.peeringRules" -}}
+{{- $resource := ternary "kopfpeerings" "clusterkopfpeerings" (gt (len .Values.watchNamespaces) 0) }}
+- apiGroups: ["kopf.dev"]
+  resources: [{{ $resource | quote }}]
+  verbs: ["list", "watch"]
+- apiGroups: ["kopf.dev"]
+  resources: [{{ $resource | quote }}]
+  resourceNames: [{{ include "modeldeploy.fullname" . | quote }}]
+  verbs: ["get", "patch"]
+{{- end }}

@@ -1,0 +1,207 @@
+"""The chart against the real control plane: helm, a ServiceAccount's token, the operator as it.
+
+kopf cannot use impersonation (``as:``) in a kubeconfig, so the operator runs with a token of
+the chart's ServiceAccount (``kubectl create token``): the API server then authorizes every
+request exactly as it would for the operator's pod.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from modeldeploy.devcluster import free_port
+from tests.integration.operator.conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART = ROOT / "charts" / "modeldeploy"
+MD_API = "serving.modeldeploy.io/v1alpha1"
+
+
+@dataclass
+class Helm:
+    """The real helm binary, talking to the local control plane."""
+
+    cluster: Any
+    home: Path
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 180
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(self.home / "cache"),
+            "HELM_CONFIG_HOME": str(self.home / "config"),
+            "HELM_DATA_HOME": str(self.home / "data"),
+        }
+        result = subprocess.run(
+            [str(self.cluster.tool("helm")), f"--kubeconfig={self.cluster.kubeconfig}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def values_file(self, values: dict[str, Any]) -> str:
+        path = self.home / f"values-{uuid.uuid4().hex[:8]}.yaml"
+        path.write_text(yaml.safe_dump(values))
+        return str(path)
+
+    def template(
+        self, release: str, namespace: str, values: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """The rendered objects (CRDs excluded, as `helm template` does by default)."""
+        out = self.run(
+            "template", release, str(CHART), "--namespace", namespace,
+            "-f", self.values_file(values or {}),
+        ).stdout  # fmt: skip
+        return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+@pytest.fixture(scope="session")
+def helm(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(cluster, tmp_path_factory.mktemp("helm"))
+
+
+def create_namespace(cluster: Any, prefix: str) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    cluster.kubectl("create", "namespace", name)
+    return name
+
+
+def token_kubeconfig(cluster: Any, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as ServiceAccount ``namespace/account`` (a bound token)."""
+    token = cluster.kubectl(
+        "create", "token", account, "-n", namespace, "--duration=1h"
+    ).stdout.strip()
+    admin = json.loads(Path(cluster.kubeconfig).read_text())
+    server = admin["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": server}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": account}}],
+        "current-context": "local",
+    }
+    path.write_text(json.dumps(config))
+    path.chmod(0o600)
+    return path
+
+
+def service_account_user(namespace: str, account: str) -> str:
+    return f"system:serviceaccount:{namespace}:{account}"
+
+
+@dataclass
+class Operator:
+    """``modeldeploy operator`` as a local process with the flags the chart gives the pod."""
+
+    kubeconfig: Path
+    args: list[str]
+    log: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [
+            sys.executable, "-m", "modeldeploy.cli", "operator", *self.args,
+            "--liveness", f"http://127.0.0.1:{self.port}/healthz",
+            "--log-format", "json", "--verbose", "--kubeconfig", str(self.kubeconfig),
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        wait_for(self._live, 60, f"the operator's liveness endpoint (log: {self.log})")
+
+    def _live(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"operator exited: {self.log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def refusals(self) -> list[str]:
+        """Log lines about requests the API server refused (403) or permissions kopf lacks."""
+        return [
+            str(line.get("message"))
+            for line in self.lines()
+            if "forbidden" in str(line).lower() or "not enough permissions" in str(line).lower()
+        ]
+
+
+@pytest.fixture
+def run_operator(tmp_path: Path) -> Iterator[Any]:
+    """Start operators (stopped at the end of the test)."""
+    started: list[Operator] = []
+
+    def start(kubeconfig: Path, *args: str) -> Operator:
+        operator = Operator(kubeconfig, list(args), tmp_path / f"operator-{len(started)}.log")
+        started.append(operator)
+        operator.start()
+        return operator
+
+    yield start
+    for operator in started:
+        operator.stop()
+
+
+def get(cluster: Any, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+    scope = ["-n", namespace] if namespace else []
+    result = cluster.kubectl("get", kind, name, *scope, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def apply_md(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    manifest = {
+        "apiVersion": MD_API,
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(manifest))
+
+
+def ready_for_current_generation(cluster: Any, namespace: str, name: str) -> dict[str, Any] | None:
+    """The ModelDeployment when the operator reports it Ready for its current generation."""
+    md = get(cluster, "mdep", namespace, name)
+    if not md:
+        return None
+    status = md.get("status", {})
+    current = status.get("observedGeneration") == md["metadata"]["generation"]
+    return md if current and status.get("phase") == "Ready" else None

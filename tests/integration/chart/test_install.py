@@ -1,0 +1,202 @@
+"""`helm install --wait` as a new user runs it (cluster-wide, defaults), and `helm upgrade`
+leaving an existing ModelDeployment and its pods untouched.
+
+There is no previous chart version yet: the upgrade goes from this chart to this chart with
+changed values (one replica to two, which switches the operator to peering). A test from the
+previous released version to the current one comes with the second release.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.chart.conftest import (
+    CHART,
+    Helm,
+    apply_md,
+    create_namespace,
+    get,
+    ready_for_current_generation,
+    service_account_user,
+    token_kubeconfig,
+)
+from tests.integration.operator.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+# Unique per run (ClusterRoles are cluster-wide); objects are named after the release.
+RELEASE = f"modeldeploy-install-{uuid.uuid4().hex[:6]}"
+CRDS = (
+    "modeldeployments.serving.modeldeploy.io",
+    "kopfpeerings.kopf.dev",
+    "clusterkopfpeerings.kopf.dev",
+)
+
+
+@dataclass
+class Release:
+    namespace: str
+    app: str
+    notes: str
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Any, helm: Helm, modeldeployment_crd: str) -> Iterator[Release]:
+    """The chart installed with its defaults. The session's CRDs come first (a cluster reused
+    across sessions may hold older ones; Helm never replaces existing CRDs)."""
+    namespace = create_namespace(cluster, "install-rel")
+    app = create_namespace(cluster, "install-app")
+    installed = helm.run(
+        "install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout=120s"
+    )
+    yield Release(namespace, app, installed.stdout)
+    helm.run("uninstall", RELEASE, "-n", namespace, "--wait", check=False)
+    for name in (app, namespace):
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_install_waits_for_the_operator_and_establishes_the_crds(
+    cluster: Any, helm: Helm, release: Release
+) -> None:
+    status = json.loads(helm.run("status", RELEASE, "-n", release.namespace, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    deployment = get(cluster, "deployment", release.namespace, RELEASE)
+    assert deployment is not None
+    assert deployment["status"].get("readyReplicas") == 1
+    for crd in CRDS:
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+    # The CRDs in the cluster are the chart's (whoever installed them first).
+    diff = cluster.kubectl(
+        "diff", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"), check=False
+    )
+    assert diff.returncode == 0, diff.stdout[-2000:]
+    assert "kubectl get mdep" in release.notes
+
+
+@pytest.mark.parametrize(
+    ("verb", "resource", "allowed"),
+    [
+        ("watch", "modeldeployments.serving.modeldeploy.io", True),
+        ("patch", "modeldeployments.serving.modeldeploy.io/status", True),
+        ("list", "deployments.apps", True),
+        ("create", "horizontalpodautoscalers.autoscaling", True),
+        ("watch", "customresourcedefinitions.apiextensions.k8s.io", True),
+        ("get", "secrets", False),
+        ("list", "configmaps", False),
+        ("delete", "deployments.apps", False),
+        ("list", "namespaces", False),  # only needed when watching some namespaces
+        ("list", "nodes", False),
+        ("create", "pods", False),
+        ("update", "customresourcedefinitions.apiextensions.k8s.io", False),
+    ],
+)
+def test_cluster_wide_grants(
+    cluster: Any, release: Release, verb: str, resource: str, allowed: bool
+) -> None:
+    user = service_account_user(release.namespace, RELEASE)
+    answer = cluster.kubectl(
+        "auth", "can-i", verb, resource, "--all-namespaces", f"--as={user}", check=False
+    )
+    assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stderr
+
+
+def _snapshot(cluster: Any, namespace: str) -> dict[str, Any]:
+    """What must not change: identities and versions of the serving objects and pods."""
+    md = get(cluster, "mdep", namespace, "iris")
+    deployment = get(cluster, "deployment", namespace, "iris")
+    service = get(cluster, "service", namespace, "iris")
+    assert md and deployment and service
+    pods = json.loads(
+        cluster.kubectl(
+            "get", "pods", "-n", namespace, "-l", "serving.modeldeploy.io/deployment=iris",
+            "-o", "json",
+        ).stdout
+    )["items"]  # fmt: skip
+    return {
+        "modeldeployment": (md["metadata"]["uid"], md["metadata"]["generation"]),
+        "phase": md["status"]["phase"],
+        "deployment": (deployment["metadata"]["uid"], deployment["metadata"]["resourceVersion"]),
+        "service": (service["metadata"]["uid"], service["metadata"]["resourceVersion"]),
+        "pods": sorted(p["metadata"]["uid"] for p in pods),
+    }
+
+
+@pytest.fixture
+def namespaces_readable(cluster: Any, release: Release) -> Iterator[None]:
+    """Test scaffolding, not the chart: the test runs the operator with --namespace (so that
+    it leaves other tests' ModelDeployments alone) where the pod runs --all-namespaces, and in
+    that mode kopf also lists and watches namespaces."""
+    name = f"{RELEASE}-{release.namespace}-test-only"
+    cluster.kubectl("create", "clusterrole", name, "--verb=list,watch", "--resource=namespaces")
+    cluster.kubectl("create", "clusterrolebinding", name, f"--clusterrole={name}",
+                    f"--serviceaccount={release.namespace}:{RELEASE}")  # fmt: skip
+    yield
+    cluster.kubectl("delete", "clusterrolebinding,clusterrole", name, check=False)
+
+
+@pytest.mark.usefixtures("namespaces_readable")
+def test_upgrade_keeps_existing_modeldeployments_serving(
+    cluster: Any, helm: Helm, release: Release, run_operator: Any, tmp_path: Path
+) -> None:
+    app = release.app
+    user = service_account_user(release.namespace, RELEASE)
+    kubeconfig = token_kubeconfig(cluster, release.namespace, RELEASE, tmp_path / "kubeconfig")
+    # The operator with the release's identity (its ClusterRole), limited to the test's
+    # namespace so that it leaves other tests' ModelDeployments alone.
+    operator = run_operator(kubeconfig, f"--namespace={app}", "--standalone")
+    apply_md(
+        cluster, app, "iris", {"model": {"uri": "https://m.example.com/a.onnx"}, "replicas": 2}
+    )
+    wait_for(lambda: ready_for_current_generation(cluster, app, "iris"), 90, "iris Ready")
+    wait_for(lambda: len(_snapshot(cluster, app)["pods"]) == 2, 30, "two serving pods")
+    operator.stop()
+    assert operator.refusals() == []
+    before = _snapshot(cluster, app)
+
+    values = helm.values_file({"replicas": 2})
+    upgraded = helm.run(
+        "upgrade", RELEASE, str(CHART), "-n", release.namespace, "-f", values, "--wait",
+        "--timeout=120s",
+    )  # fmt: skip
+    assert "REVISION: 2" in upgraded.stdout
+    operator_deployment = get(cluster, "deployment", release.namespace, RELEASE)
+    assert operator_deployment is not None
+    assert operator_deployment["spec"]["replicas"] == 2
+    args = operator_deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--peering-name={RELEASE}" in args and "--standalone" not in args
+    assert get(cluster, "clusterkopfpeering", None, RELEASE) is not None
+    can_patch = cluster.kubectl(
+        "auth", "can-i", "patch", f"clusterkopfpeerings.kopf.dev/{RELEASE}", f"--as={user}",
+        check=False,
+    )  # fmt: skip
+    assert can_patch.stdout.strip() == "yes"
+    assert _snapshot(cluster, app) == before
+
+    # The operator comes back (as after its pods were replaced) and finds nothing to change.
+    writes_before = len(cluster.audit_writes(user))
+    restarted = run_operator(kubeconfig, f"--namespace={app}", "--standalone")
+    wait_for(
+        lambda: any(
+            "on_modeldeployment" in str(line.get("message")) and "succeeded" in str(line)
+            for line in restarted.lines()
+        ),
+        60,
+        "the resumed operator to handle iris",
+    )
+    restarted.stop()
+    serving_writes = [
+        w
+        for w in cluster.audit_writes(user)[writes_before:]
+        if w["objectRef"]["resource"] in ("deployments", "services")
+    ]
+    assert serving_writes == []
+    after = _snapshot(cluster, app)
+    assert after == before
+    assert after["phase"] == "Ready"

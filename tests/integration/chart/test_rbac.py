@@ -1,0 +1,349 @@
+"""RBAC is sufficient and minimal: the operator, authenticated as the chart's ServiceAccount,
+takes a ModelDeployment through its life with no request refused; the same identity is
+refused what it does not need.
+
+The chart is installed in namespaced mode with two replicas (Roles, a KopfPeering), so the
+peering rules are exercised too. Canary rollouts (a later issue) will add their own steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modeldeploy.devcluster import free_port
+from tests.integration.chart.conftest import (
+    CHART,
+    Helm,
+    apply_md,
+    create_namespace,
+    get,
+    ready_for_current_generation,
+    service_account_user,
+    token_kubeconfig,
+)
+from tests.integration.operator.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+# Unique per run (ClusterRoles are cluster-wide); contains the chart name, so the objects are
+# named after the release.
+RELEASE = f"modeldeploy-rbac-{uuid.uuid4().hex[:6]}"
+MODEL_A = "https://models.example.com/iris/1/model.onnx"
+MODEL_B = "https://models.example.com/iris/2/model.onnx"
+
+# Every write the operator made, as (verb, apiGroup, resource, subresource): each write rule of
+# the Role must show up here, or the Role grants more than is used.
+EXPECTED_WRITES = {
+    ("patch", "serving.modeldeploy.io", "modeldeployments", ""),  # kopf's annotations
+    ("patch", "serving.modeldeploy.io", "modeldeployments", "status"),
+    ("patch", "apps", "deployments", ""),  # server-side apply
+    ("patch", "", "services", ""),
+    ("patch", "autoscaling", "horizontalpodautoscalers", ""),
+    ("delete", "autoscaling", "horizontalpodautoscalers", ""),
+    ("patch", "policy", "poddisruptionbudgets", ""),
+    ("delete", "policy", "poddisruptionbudgets", ""),
+    ("create", "", "events", ""),
+    ("patch", "kopf.dev", "kopfpeerings", ""),  # the replica's keep-alive
+}
+
+
+@dataclass
+class Install:
+    release_namespace: str
+    app: str
+    account: str
+    kubeconfig: Path
+
+    @property
+    def user(self) -> str:
+        return service_account_user(self.release_namespace, self.account)
+
+
+@pytest.fixture(scope="module")
+def install(
+    cluster: Any, helm: Helm, modeldeployment_crd: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Install]:
+    release_ns = create_namespace(cluster, "rbac-rel")
+    app = create_namespace(cluster, "rbac-app")
+    values = helm.values_file({"replicas": 2, "watchNamespaces": [app]})
+    helm.run("install", RELEASE, str(CHART), "-n", release_ns, "-f", values, "--wait",
+             "--timeout=120s")  # fmt: skip
+    kubeconfig = token_kubeconfig(
+        cluster, release_ns, RELEASE, tmp_path_factory.mktemp("sa") / "kubeconfig"
+    )
+    yield Install(release_ns, app, RELEASE, kubeconfig)
+    helm.run("uninstall", RELEASE, "-n", release_ns, "--wait", check=False)
+    for name in (app, release_ns):
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def as_operator(cluster: Any, install: Install, *args: str) -> subprocess.CompletedProcess[str]:
+    """kubectl authenticated with the operator's token."""
+    return subprocess.run(
+        [str(cluster.tool("kubectl")), f"--kubeconfig={install.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def writes_by(cluster: Any, user: str, since: int) -> list[dict[str, Any]]:
+    return cluster.audit_writes(user)[since:]
+
+
+def test_the_operator_needs_nothing_more_than_the_chart_grants(
+    cluster: Any, install: Install, run_operator: Any
+) -> None:
+    app = install.app
+    audit_before = len(cluster.audit_writes(install.user))
+    operator = run_operator(
+        install.kubeconfig,
+        f"--namespace={app}",
+        f"--peering-name={RELEASE}",
+        "--priority=100",
+        "--resync-seconds=2",  # the resync reads the peering object and lists ModelDeployments
+    )
+
+    # Create: children and a Ready status.
+    apply_md(cluster, app, "iris", {"model": {"uri": MODEL_A}})
+    created = wait_for(lambda: ready_for_current_generation(cluster, app, "iris"), 90, "Ready")
+    # Update: a new model reaches the Deployment and the status follows the new generation.
+    apply_md(cluster, app, "iris", {"model": {"uri": MODEL_B}})
+    wait_for(
+        lambda: MODEL_B in json.dumps(get(cluster, "deployment", app, "iris")),
+        60,
+        "the new model in the Deployment",
+    )
+    updated = wait_for(lambda: ready_for_current_generation(cluster, app, "iris"), 60, "Ready")
+    assert updated["metadata"]["generation"] > created["metadata"]["generation"]
+    # Autoscaling on, then off (the autoscaler is deleted).
+    scaled = {"model": {"uri": MODEL_B}, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}
+    apply_md(cluster, app, "iris", scaled)
+    wait_for(lambda: get(cluster, "hpa", app, "iris"), 60, "the HorizontalPodAutoscaler")
+    apply_md(
+        cluster, app, "iris", {"model": {"uri": MODEL_B}, "disruptionBudget": {"minAvailable": 1}}
+    )
+    wait_for(lambda: get(cluster, "hpa", app, "iris") is None, 60, "the HPA to be deleted")
+    wait_for(lambda: get(cluster, "pdb", app, "iris"), 60, "the PodDisruptionBudget")
+    # Disruption budget off (deleted).
+    apply_md(cluster, app, "iris", {"model": {"uri": MODEL_B}})
+    wait_for(lambda: get(cluster, "pdb", app, "iris") is None, 60, "the PDB to be deleted")
+    # A child deleted behind the operator's back is restored (it watches the children).
+    service_uid = get(cluster, "service", app, "iris")["metadata"]["uid"]  # type: ignore[index]
+    cluster.kubectl("delete", "service", "iris", "-n", app)
+    wait_for(
+        lambda: (
+            (get(cluster, "service", app, "iris") or {}).get("metadata", {}).get("uid")
+            not in (None, service_uid)
+        ),
+        60,
+        "the Service to be restored",
+    )
+    # The periodic resync ran (it reads the peering object with `get`, then lists).
+    wait_for(
+        lambda: any(line.get("message") == "resync pass" for line in operator.lines()),
+        30,
+        "a resync pass",
+    )
+    # Delete: the children go with their owner (the garbage collector's job).
+    cluster.kubectl("delete", "mdep", "iris", "-n", app)
+    wait_for(lambda: get(cluster, "deployment", app, "iris") is None, 60, "garbage collection")
+    operator.stop()  # a clean exit leaves the peering: one more patch
+
+    writes = writes_by(cluster, install.user, audit_before)
+    refused = [w for w in writes if w["responseStatus"]["code"] >= 400]
+    assert refused == [], [(w["verb"], w["objectRef"], w["responseStatus"]) for w in refused]
+    assert operator.refusals() == []
+    made = {
+        (
+            w["verb"],
+            w["objectRef"].get("apiGroup", ""),
+            w["objectRef"]["resource"],
+            w["objectRef"].get("subresource", ""),
+        )
+        for w in writes
+    }
+    assert made == EXPECTED_WRITES
+    # Server-side apply created each child: authorized as "create" (201 to a PATCH).
+    created_by_apply = {
+        w["objectRef"]["resource"]
+        for w in writes
+        if w["verb"] == "patch" and w["responseStatus"]["code"] == 201
+    }
+    assert created_by_apply == {
+        "deployments",
+        "services",
+        "horizontalpodautoscalers",
+        "poddisruptionbudgets",
+    }
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        ["get", "secret", "some-secret", "-n", "{app}"],
+        ["get", "secrets", "-n", "{app}"],
+        ["get", "configmaps", "-n", "{app}"],
+        ["create", "configmap", "x", "--from-literal=a=b", "-n", "{app}"],
+        ["delete", "pod", "some-pod", "-n", "{app}"],
+        ["get", "pods", "some-pod", "-n", "{app}"],
+        ["delete", "deployment", "some-deployment", "-n", "{app}"],
+        ["create", "deployment", "x", "--image=nginx", "-n", "{release}"],
+        ["get", "deployments", "-n", "{release}"],
+        ["get", "modeldeployments", "-n", "{release}"],
+        ["get", "modeldeployments", "--all-namespaces"],
+        ["get", "nodes"],
+        ["get", "clusterkopfpeerings"],
+        ["create", "namespace", "x"],
+        ["get", "roles", "-n", "{app}"],
+        ["create", "serviceaccount", "x", "-n", "{app}"],
+    ],
+    ids=lambda r: " ".join(r[:3]).replace("{app}", "app").replace("{release}", "release"),
+)
+def test_the_operator_identity_is_refused_what_it_does_not_need(
+    cluster: Any, install: Install, request_: list[str]
+) -> None:
+    args = [a.format(app=install.app, release=install.release_namespace) for a in request_]
+    result = as_operator(cluster, install, *args)
+    assert result.returncode != 0, result.stdout
+    assert "forbidden" in result.stderr.lower(), result.stderr
+
+
+# Granted to every authenticated user by Kubernetes' default roles, not by the chart.
+DEFAULT_GRANTS = {
+    "selfsubjectreviews.authentication.k8s.io",
+    "selfsubjectaccessreviews.authorization.k8s.io",
+    "selfsubjectrulesreviews.authorization.k8s.io",
+    "clustertrustbundles.certificates.k8s.io",
+}
+ROW = re.compile(r"^(\S+)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]$")
+
+
+def test_the_api_server_reports_exactly_the_chart_grants(cluster: Any, install: Install) -> None:
+    """`kubectl auth can-i --list` as the operator, in the watched namespace."""
+    listing = as_operator(cluster, install, "auth", "can-i", "--list", "-n", install.app)
+    assert listing.returncode == 0, listing.stderr
+    grants = {}
+    for line in listing.stdout.splitlines()[1:]:
+        match = ROW.match(line)
+        if match and match.group(1) not in DEFAULT_GRANTS:
+            resource, _, names, verbs = match.groups()
+            grants[(resource, names)] = verbs
+    assert grants == {
+        ("modeldeployments.serving.modeldeploy.io", ""): "get list watch patch",
+        ("modeldeployments.serving.modeldeploy.io/status", ""): "patch",
+        ("modeldeployments.serving.modeldeploy.io/finalizers", ""): "update",
+        ("deployments.apps", ""): "get list watch create patch",
+        ("services", ""): "get list watch create patch",
+        ("horizontalpodautoscalers.autoscaling", ""): "get list watch create patch delete",
+        ("poddisruptionbudgets.policy", ""): "get list watch create patch delete",
+        ("pods", ""): "list",
+        ("events", ""): "create",
+        ("kopfpeerings.kopf.dev", ""): "list watch",
+        ("kopfpeerings.kopf.dev", RELEASE): "get patch",
+        # the read-only ClusterRole (rbac.discovery)
+        ("namespaces", ""): "list watch",
+        ("customresourcedefinitions.apiextensions.k8s.io", ""): "list watch",
+    }
+
+
+def _namespaces_work() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"):
+        return False
+    probe = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
+        capture_output=True,
+        timeout=30,
+    )
+    return probe.returncode == 0
+
+
+def _as_the_image_runs(stage: Path, command: list[str]) -> str:
+    """Shell: read-only /, tmpfs /tmp, uid/gid 10001 (as operator/Dockerfile and the chart's
+    securityContext say), the interpreter reachable, ``stage`` read-only at /srv."""
+    interpreter_home = Path(os.path.realpath(sys.executable)).parents[1]
+    top = Path("/", interpreter_home.parts[1])
+    private = top.stat().st_mode & 0o005 != 0o005  # e.g. /root is 0700
+    return "\n".join(
+        [
+            "set -e",
+            f"mkdir -p {stage}/interpreter",
+            f"mount --bind {interpreter_home} {stage}/interpreter",
+            f"mount -t tmpfs -o mode=755 tmpfs {top}" if private else "true",
+            f"mkdir -p {interpreter_home}",
+            f"mount --bind {stage}/interpreter {interpreter_home}",
+            f"mount --bind -o ro {stage} /srv",
+            "mount -o remount,ro,bind /",
+            "mount -t tmpfs -o mode=1777 tmpfs /tmp",
+            "touch /work/should-fail 2>/dev/null && exit 99",  # the root must be read-only
+            "exec setpriv --reuid=10001 --regid=10001 --clear-groups env HOME=/tmp TMPDIR=/tmp "
+            "PYTHONDONTWRITEBYTECODE=1 " + shlex.join(command),
+        ]
+    )
+
+
+def test_the_operator_runs_as_uid_10001_on_a_read_only_root(
+    cluster: Any, install: Install, tmp_path: Path
+) -> None:
+    if not _namespaces_work():
+        pytest.skip("needs root and mount namespaces (unshare) to emulate the pod's sandbox")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    config = json.loads(install.kubeconfig.read_text())
+    ca = Path(config["clusters"][0]["cluster"]["certificate-authority"])
+    shutil.copy(ca, stage / "ca.crt")
+    config["clusters"][0]["cluster"]["certificate-authority"] = "/srv/ca.crt"
+    (stage / "kubeconfig").write_text(json.dumps(config))
+    for path in (stage, stage / "ca.crt", stage / "kubeconfig"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    port = free_port()
+    command = [
+        sys.executable, "-m", "modeldeploy.cli", "operator", f"--namespace={install.app}",
+        f"--peering-name={RELEASE}", "--priority=1000", f"--liveness=http://127.0.0.1:{port}/healthz",
+        "--log-format=json", "--kubeconfig=/srv/kubeconfig",
+    ]  # fmt: skip
+    log = tmp_path / "operator.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c",
+             _as_the_image_runs(stage, command)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+
+        def live() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"exited {process.returncode}: {log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_for(live, 60, "the sandboxed operator's health endpoint")
+        apply_md(cluster, install.app, "sandboxed", {"model": {"uri": MODEL_A}})
+        wait_for(
+            lambda: ready_for_current_generation(cluster, install.app, "sandboxed"),
+            90,
+            "a ModelDeployment handled by the sandboxed operator",
+        )
+    finally:
+        process.terminate()
+        process.wait(30)
+    text = log.read_text()
+    assert "Read-only file system" not in text and "Permission denied" not in text
+    cluster.kubectl("delete", "mdep", "sandboxed", "-n", install.app, "--wait=false")

@@ -1,0 +1,434 @@
+"""The chart rendered under several value sets: lint, the API server's validation, the exact
+RBAC rules of each mode, the security settings, and the schema refusing wrong values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from modeldeploy.api import ModelDeployment
+from modeldeploy.builders import build_service
+from tests.integration.chart.conftest import CHART, Helm, create_namespace
+
+pytestmark = pytest.mark.integration
+
+RELEASE = "md"  # contains no "modeldeploy": the objects are named md-modeldeploy
+FULLNAME = "md-modeldeploy"
+PROMETHEUS_OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+# Exactly what the operator is granted, as (apiGroup, resource, verbs, resourceNames).
+CORE_RULES = {
+    ("serving.modeldeploy.io", "modeldeployments", ("get", "list", "watch", "patch"), ()),
+    ("serving.modeldeploy.io", "modeldeployments/status", ("patch",), ()),
+    ("serving.modeldeploy.io", "modeldeployments/finalizers", ("update",), ()),
+    ("apps", "deployments", ("get", "list", "watch", "create", "patch"), ()),
+    ("", "services", ("get", "list", "watch", "create", "patch"), ()),
+    (
+        "autoscaling",
+        "horizontalpodautoscalers",
+        ("get", "list", "watch", "create", "patch", "delete"),
+        (),
+    ),
+    ("policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch", "delete"), ()),
+    ("", "pods", ("list",), ()),
+    ("", "events", ("create",), ()),
+}
+CRD_RULE = ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"), ())
+NAMESPACE_RULE = ("", "namespaces", ("list", "watch"), ())
+
+
+def peering_rules(resource: str) -> set[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
+    return {
+        ("kopf.dev", resource, ("list", "watch"), ()),
+        ("kopf.dev", resource, ("get", "patch"), (FULLNAME,)),
+    }
+
+
+def rules_of(role: dict[str, Any]) -> set[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
+    flat = set()
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                names = tuple(rule.get("resourceNames", ()))
+                flat.add((group, resource, tuple(rule["verbs"]), names))
+    return flat
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = by_kind(objects, kind)
+    return found
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (operator,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return dict(operator)
+
+
+@pytest.fixture(scope="module")
+def namespaces(cluster: Any, modeldeployment_crd: str) -> Iterator[tuple[str, str]]:
+    """The release namespace and one watched namespace (the peering CRDs are installed)."""
+    created = (create_namespace(cluster, "chart-rel"), create_namespace(cluster, "chart-app"))
+    yield created
+    for name in created:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def value_sets(app: str) -> dict[str, dict[str, Any]]:
+    return {
+        "default": {},
+        "namespaced": {"watchNamespaces": [app]},
+        "peered": {"replicas": 2},
+        "peered-namespaced": {"replicas": 2, "watchNamespaces": [app]},
+        "existing-account": {
+            "serviceAccount": {"create": False, "name": "platform-operator"},
+            "rbac": {"create": False},
+        },
+        "everything": {
+            "replicas": 3,
+            "watchNamespaces": [app],
+            "rbac": {"discovery": False},
+            "image": {"digest": "sha256:" + "a" * 64},
+            "imagePullSecrets": ["registry", {"name": "other-registry"}],
+            "operator": {
+                "serverImage": "registry.example.com/modeldeploy-server:1.2.3",
+                "prometheusAddress": "http://prometheus.monitoring:9090",
+                "logFormat": "text",
+                "verbose": True,
+                "resyncSeconds": 60,
+                "extraArgs": ["--priority=7"],
+                "extraEnv": [{"name": "TZ", "value": "UTC"}],
+            },
+            "serviceAccount": {"annotations": {"iam.example.com/role": "modeldeploy"}},
+            "podAnnotations": {"example.com/team": "platform"},
+            "podLabels": {"team": "platform"},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "topologyKey": "kubernetes.io/hostname",
+                                "labelSelector": {
+                                    "matchLabels": {"app.kubernetes.io/name": "modeldeploy"}
+                                },
+                            },
+                        }
+                    ]
+                }
+            },
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "kubernetes.io/hostname",
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "modeldeploy"}},
+                }
+            ],
+            "priorityClassName": "system-cluster-critical",
+            "podDisruptionBudget": {"enabled": True, "minAvailable": 2},
+            "networkPolicy": {
+                "enabled": True,
+                "apiServerCIDRs": ["10.0.0.1/32"],
+                "healthFrom": [{"namespaceSelector": {}}],
+                "extraEgress": [{"ports": [{"protocol": "TCP", "port": 9090}]}],
+            },
+            "metrics": {
+                "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
+            },
+        },
+    }
+
+
+def test_helm_lint_passes_strict_under_every_value_set(
+    helm: Helm, namespaces: tuple[str, str]
+) -> None:
+    for name, values in value_sets(namespaces[1]).items():
+        result = helm.run("lint", str(CHART), "--strict", "-f", helm.values_file(values))
+        assert "0 chart(s) failed" in result.stdout, (name, result.stdout)
+
+
+def test_every_value_set_is_accepted_by_the_api_server(
+    cluster: Any, helm: Helm, namespaces: tuple[str, str]
+) -> None:
+    release_ns, app = namespaces
+    for name, values in value_sets(app).items():
+        objects = helm.template(RELEASE, release_ns, values)
+        assert objects, name
+        # The API server validates each object fully (schema, defaults, admission), creates none.
+        served = [o for o in objects if o["kind"] not in PROMETHEUS_OPERATOR_KINDS]
+        manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": served})
+        result = cluster.kubectl(
+            "apply", "--dry-run=server", "-f", "-", input=manifest, check=False
+        )
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        assert result.stdout.count("(server dry run)") == len(served), (name, result.stdout)
+
+
+def test_the_crds_in_the_chart_are_accepted_by_the_api_server(cluster: Any) -> None:
+    for path in sorted((CHART / "crds").glob("*.yaml")):
+        result = cluster.kubectl(
+            "apply", "--server-side", "--dry-run=server", "-f", str(path), check=False
+        )
+        assert result.returncode == 0, f"{path.name}: {result.stderr}"
+
+
+def test_cluster_wide_mode_grants_exactly_the_operators_rules(
+    helm: Helm, namespaces: tuple[str, str]
+) -> None:
+    release_ns, _ = namespaces
+    objects = helm.template(RELEASE, release_ns)
+    assert by_kind(objects, "Role") == [] and by_kind(objects, "RoleBinding") == []
+    (role,) = by_kind(objects, "ClusterRole")
+    assert rules_of(role) == CORE_RULES | {CRD_RULE}
+    binding = one(objects, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == FULLNAME
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": release_ns}
+    ]
+    assert "--all-namespaces" in container(objects)["args"]
+
+    peered = helm.template(RELEASE, release_ns, {"replicas": 2})
+    (role,) = by_kind(peered, "ClusterRole")
+    assert rules_of(role) == CORE_RULES | {CRD_RULE} | peering_rules("clusterkopfpeerings")
+
+
+def test_namespaced_mode_grants_roles_in_the_watched_namespaces_only(
+    helm: Helm, namespaces: tuple[str, str]
+) -> None:
+    release_ns, app = namespaces
+    objects = helm.template(RELEASE, release_ns, {"watchNamespaces": [app, "other"]})
+    roles = by_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == sorted([app, "other"])
+    for role in roles:
+        assert rules_of(role) == CORE_RULES
+    for binding in by_kind(objects, "RoleBinding"):
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": FULLNAME,
+        }
+        assert binding["subjects"][0]["namespace"] == release_ns
+    # The one cluster-wide grant: read-only, namespaces and CRDs.
+    (discovery,) = by_kind(objects, "ClusterRole")
+    assert discovery["metadata"]["name"] == f"{FULLNAME}-discovery"
+    assert rules_of(discovery) == {CRD_RULE, NAMESPACE_RULE}
+    args = container(objects)["args"]
+    assert [a for a in args if a.startswith("--namespace")] == [
+        f"--namespace={app}",
+        "--namespace=other",
+    ]
+    assert "--all-namespaces" not in args
+
+    roles_only = helm.template(
+        RELEASE, release_ns, {"watchNamespaces": [app], "rbac": {"discovery": False}}
+    )
+    assert by_kind(roles_only, "ClusterRole") == []
+    assert by_kind(roles_only, "ClusterRoleBinding") == []
+
+    peered = helm.template(RELEASE, release_ns, {"replicas": 2, "watchNamespaces": [app]})
+    (role,) = by_kind(peered, "Role")
+    assert rules_of(role) == CORE_RULES | peering_rules("kopfpeerings")
+
+
+def test_no_rule_reaches_secrets_configmaps_or_wildcards(
+    helm: Helm, namespaces: tuple[str, str]
+) -> None:
+    release_ns, app = namespaces
+    for name, values in value_sets(app).items():
+        for role in [
+            o for o in helm.template(RELEASE, release_ns, values) if o["kind"].endswith("Role")
+        ]:
+            for group, resource, verbs, _ in rules_of(role):
+                assert resource not in ("secrets", "configmaps"), (name, resource)
+                assert "*" not in (group, resource, *verbs), (name, resource)
+                assert not {"update", "deletecollection", "escalate", "bind", "impersonate"} & (
+                    set(verbs) - ({"update"} if resource.endswith("/finalizers") else set())
+                ), (name, resource, verbs)
+
+
+def test_one_replica_is_standalone_and_never_overlaps_more_elect_a_leader(
+    helm: Helm, namespaces: tuple[str, str]
+) -> None:
+    release_ns, app = namespaces
+    single = helm.template(RELEASE, release_ns)
+    deployment = one(single, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--standalone" in container(single)["args"]
+    assert not by_kind(single, "ClusterKopfPeering") and not by_kind(single, "KopfPeering")
+
+    peered = helm.template(RELEASE, release_ns, {"replicas": 2})
+    assert one(peered, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
+    args = container(peered)["args"]
+    assert "--standalone" not in args and f"--peering-name={FULLNAME}" in args
+    assert one(peered, "ClusterKopfPeering")["metadata"]["name"] == FULLNAME
+
+    peered_ns = helm.template(RELEASE, release_ns, {"replicas": 2, "watchNamespaces": [app, "b"]})
+    peerings = by_kind(peered_ns, "KopfPeering")
+    assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings} == {
+        (app, FULLNAME),
+        ("b", FULLNAME),
+    }
+    assert not by_kind(peered_ns, "ClusterKopfPeering")
+
+
+def test_the_operator_pod_is_locked_down(helm: Helm, namespaces: tuple[str, str]) -> None:
+    objects = helm.template(RELEASE, namespaces[0])
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["automountServiceAccountToken"] is True
+    assert pod["serviceAccountName"] == FULLNAME
+    operator = container(objects)
+    assert operator["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert operator["image"] == "ghcr.io/modeldeploy/modeldeploy-operator:0.1.0"
+    assert "--liveness=http://0.0.0.0:8081/healthz" in operator["args"]
+    assert operator["ports"] == [{"name": "health", "containerPort": 8081, "protocol": "TCP"}]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert operator["resources"]["requests"] and operator["resources"]["limits"]["memory"]
+    assert {"name": "tmp", "mountPath": "/tmp"} in operator["volumeMounts"]
+    account = one(objects, "ServiceAccount")
+    assert account["automountServiceAccountToken"] is True
+
+
+def test_the_everything_value_set_reaches_the_objects(
+    helm: Helm, namespaces: tuple[str, str]
+) -> None:
+    release_ns, app = namespaces
+    objects = helm.template(RELEASE, release_ns, value_sets(app)["everything"])
+    operator = container(objects)
+    assert operator["image"] == "ghcr.io/modeldeploy/modeldeploy-operator@sha256:" + "a" * 64
+    for arg in (
+        "--server-image=registry.example.com/modeldeploy-server:1.2.3",
+        "--prometheus-address=http://prometheus.monitoring:9090",
+        "--log-format=text",
+        "--resync-seconds=60",
+        "--verbose",
+        "--priority=7",
+    ):
+        assert arg in operator["args"]
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "registry"}, {"name": "other-registry"}]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    budget = one(objects, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 2
+    policy = one(objects, "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8081}]
+    api = policy["egress"][0]
+    assert api["to"] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
+    assert {p["port"] for p in api["ports"]} == {443, 6443}
+
+
+def test_the_network_policy_denies_ingress_by_default(
+    helm: Helm, namespaces: tuple[str, str]
+) -> None:
+    objects = helm.template(RELEASE, namespaces[0], {"networkPolicy": {"enabled": True}})
+    policy = one(objects, "NetworkPolicy")["spec"]
+    assert policy["ingress"] == []
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "DoesNotExist"
+        if expression["key"] in labels:
+            return False
+    return True
+
+
+def test_the_service_monitor_scrapes_each_serving_pod_once(
+    helm: Helm, namespaces: tuple[str, str]
+) -> None:
+    release_ns, app = namespaces
+    values = {"metrics": {"serviceMonitor": {"enabled": True}}}
+    monitor = one(helm.template(RELEASE, release_ns, values), "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    # Against the Services the operator really builds: the main one is selected, and its
+    # port is the one named in the endpoint; per-track Services (same pods) are not.
+    md = ModelDeployment.model_validate(
+        {
+            "metadata": {"name": "iris", "namespace": app, "uid": "u", "generation": 1},
+            "spec": {"model": {"uri": "https://m.example.com/a.onnx"}},
+        }
+    )
+    main = build_service(md)
+    canary = build_service(md, "canary")
+    selector = monitor["spec"]["selector"]
+    assert _selects(selector, main["metadata"]["labels"])
+    assert not _selects(selector, canary["metadata"]["labels"])
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in main["spec"]["ports"]}
+    assert endpoint["port"] == "metrics"
+
+    namespaced = {**values, "watchNamespaces": [app]}
+    monitor = one(helm.template(RELEASE, release_ns, namespaced), "ServiceMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [app]}
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (["--set", "replicas=two"], "at '/replicas': got string, want integer"),
+        (["--set", "replicas=-1"], "at '/replicas'"),
+        (["--set", "image.pullPolicy=Sometimes"], "at '/image/pullPolicy'"),
+        (["--set", "image.digest=latest"], "at '/image/digest'"),
+        (["--set", "watchNamespaces={Team_A}"], "at '/watchNamespaces/0'"),
+        (["--set", "watchNamespaces={a,a}"], "at '/watchNamespaces'"),
+        (["--set", "operator.logFormat=xml"], "at '/operator/logFormat'"),
+        (
+            ["--set", "operator.prometheusAddress=prometheus:9090"],
+            "at '/operator/prometheusAddress'",
+        ),
+        (["--set", "operator.resyncSeconds=0"], "at '/operator/resyncSeconds'"),
+        (["--set", "replica=2"], "additional properties 'replica' not allowed"),
+        (["--set", "operator.namespace=x"], "additional properties 'namespace' not allowed"),
+        (["--set", "metrics.prometheusRule.errorRateThreshold=5"], "errorRateThreshold"),
+        (["--set", "metrics.prometheusRule.errorRateFor=5 minutes"], "errorRateFor"),
+        (
+            ["--set", "podDisruptionBudget.minAvailable=half"],
+            "at '/podDisruptionBudget/minAvailable'",
+        ),
+        (["--set", "networkPolicy.apiServerPorts={70000}"], "at '/networkPolicy/apiServerPorts/0'"),
+        (["--set", "resources=big"], "at '/resources'"),
+        # Rules the schema cannot express fail with the chart's own message.
+        (
+            ["--set", "podDisruptionBudget.enabled=true"],
+            "podDisruptionBudget.enabled needs replicas >= 2",
+        ),
+        (
+            ["--set", "serviceAccount.create=false"],
+            "serviceAccount.name is required when serviceAccount.create is false",
+        ),
+    ],
+)
+def test_wrong_values_are_refused_naming_the_field(
+    helm: Helm, setting: list[str], message: str
+) -> None:
+    result = helm.run("template", RELEASE, str(CHART), *setting, check=False)
+    assert result.returncode != 0, result.stdout[:500]
+    assert message in result.stderr, result.stderr
