@@ -9,9 +9,7 @@ peering rules are exercised too. Canary rollouts (a later issue) will add their 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -36,6 +34,7 @@ from tests.integration.chart.conftest import (
     token_kubeconfig,
 )
 from tests.integration.operator.conftest import wait_for
+from tests.support.sandbox import as_the_image_runs, namespaces_work
 
 pytestmark = pytest.mark.integration
 
@@ -261,45 +260,10 @@ def test_the_api_server_reports_exactly_the_chart_grants(cluster: Any, install: 
     }
 
 
-def _namespaces_work() -> bool:
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"):
-        return False
-    probe = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
-        capture_output=True,
-        timeout=30,
-    )
-    return probe.returncode == 0
-
-
-def _as_the_image_runs(stage: Path, command: list[str]) -> str:
-    """Shell: read-only /, tmpfs /tmp, uid/gid 10001 (as operator/Dockerfile and the chart's
-    securityContext say), the interpreter reachable, ``stage`` read-only at /srv."""
-    interpreter_home = Path(os.path.realpath(sys.executable)).parents[1]
-    top = Path("/", interpreter_home.parts[1])
-    private = top.stat().st_mode & 0o005 != 0o005  # e.g. /root is 0700
-    return "\n".join(
-        [
-            "set -e",
-            f"mkdir -p {stage}/interpreter",
-            f"mount --bind {interpreter_home} {stage}/interpreter",
-            f"mount -t tmpfs -o mode=755 tmpfs {top}" if private else "true",
-            f"mkdir -p {interpreter_home}",
-            f"mount --bind {stage}/interpreter {interpreter_home}",
-            f"mount --bind -o ro {stage} /srv",
-            "mount -o remount,ro,bind /",
-            "mount -t tmpfs -o mode=1777 tmpfs /tmp",
-            "touch /work/should-fail 2>/dev/null && exit 99",  # the root must be read-only
-            "exec setpriv --reuid=10001 --regid=10001 --clear-groups env HOME=/tmp TMPDIR=/tmp "
-            "PYTHONDONTWRITEBYTECODE=1 " + shlex.join(command),
-        ]
-    )
-
-
 def test_the_operator_runs_as_uid_10001_on_a_read_only_root(
     cluster: Any, install: Install, tmp_path: Path
 ) -> None:
-    if not _namespaces_work():
+    if not namespaces_work():
         pytest.skip("needs root and mount namespaces (unshare) to emulate the pod's sandbox")
     stage = tmp_path / "stage"
     stage.mkdir()
@@ -320,7 +284,7 @@ def test_the_operator_runs_as_uid_10001_on_a_read_only_root(
     with log.open("wb") as out:
         process = subprocess.Popen(
             ["unshare", "-m", "--propagation", "private", "sh", "-c",
-             _as_the_image_runs(stage, command)],
+             as_the_image_runs(stage, command)],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:

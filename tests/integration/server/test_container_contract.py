@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from tests.support.sandbox import as_the_image_runs, namespaces_work
 
 from .conftest import free_port, wait_for
 
@@ -45,56 +46,11 @@ def test_dockerfile_states_the_contract() -> None:
     assert any(line.startswith("COPY --from=build") for line in lines)
 
 
-def _namespaces_work() -> bool:
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("setpriv"):
-        return False
-    probe = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
-        capture_output=True,
-        timeout=30,
-    )
-    return probe.returncode == 0
-
-
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    if not _namespaces_work():
+    if not namespaces_work():
         pytest.skip("needs root and mount namespaces (unshare) to emulate a read-only root")
     yield tmp_path_factory.mktemp("sandbox")
-
-
-def _read_only_script(stage: Path, command: list[str]) -> str:
-    """Shell: read-only /, tmpfs /tmp, the interpreter reachable by uid 10001, then exec."""
-    interpreter_home = Path(os.path.realpath(sys.executable)).parents[1]  # e.g. ~/.pyenv/versions/X
-    top = Path("/", interpreter_home.parts[1])
-    private = top.stat().st_mode & 0o005 != 0o005  # /root is 0700: uid 10001 cannot pass it
-    steps = [
-        "set -e",
-        f"mkdir -p {stage}/interpreter",
-        f"mount --bind {interpreter_home} {stage}/interpreter",
-        # Make the interpreter reachable: cover a private top directory with a readable one.
-        f"mount -t tmpfs -o mode=755 tmpfs {top}" if private else "true",
-        f"mkdir -p {interpreter_home}",
-        f"mount --bind {stage}/interpreter {interpreter_home}",
-        # The model volume, as a pod would mount it (read-only, outside /tmp).
-        f"mount --bind -o ro {stage} /srv",
-    ]
-    # The checkout and its virtualenv may live under /tmp (a CI clone): keep them visible
-    # through the fresh tmpfs, as the image keeps its venv outside /tmp.
-    keep = [p for p in (ROOT, Path(sys.prefix).resolve()) if Path("/tmp") in p.parents]
-    for index, path in enumerate(keep):
-        steps += [f"mkdir -p /mnt/keep{index}", f"mount --bind {path} /mnt/keep{index}"]
-    steps += [
-        "mount -o remount,ro,bind /",
-        "mount -t tmpfs -o mode=1777 tmpfs /tmp",
-    ]
-    for index, path in enumerate(keep):
-        steps += [f"mkdir -p {path}", f"mount --bind /mnt/keep{index} {path}"]
-    steps += [
-        "exec setpriv --reuid=10001 --regid=10001 --clear-groups env HOME=/tmp TMPDIR=/tmp "
-        + shlex.join(command),
-    ]
-    return "\n".join(steps)
 
 
 def test_fetch_and_serve_as_uid_10001_on_a_read_only_root(
@@ -126,7 +82,7 @@ def test_fetch_and_serve_as_uid_10001_on_a_read_only_root(
                 "private",
                 "sh",
                 "-c",
-                _read_only_script(stage, command),
+                as_the_image_runs(stage, command),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
