@@ -13,6 +13,7 @@ from typing import Any
 
 from modeldeploy.api import API_VERSION, KIND
 from modeldeploy.kube import Kube
+from modeldeploy.metrics import count_children, timed_reconcile
 from modeldeploy.reconcilers import EventSink, reconcile
 from modeldeploy.settings import OperatorSettings
 
@@ -115,6 +116,7 @@ class Dispatcher:
         self._running: set[str] = set()
         self._dirty: set[str] = set()
         self._statuses: dict[str, dict[str, Any]] = {}
+        self._names: dict[str, tuple[str, str]] = {}
 
     def run(self, body: Mapping[str, Any], *, fresh: bool = False) -> None:
         """Reconcile ``body`` now, or leave it to the reconcile already running for it.
@@ -129,15 +131,18 @@ class Dispatcher:
             self._running.add(uid)
         try:
             while True:
-                outcome = reconcile(
-                    body,
-                    self.fresh_kube if fresh else self.kube,
-                    self.config,
-                    self.emitter(body),
-                    known_status=self._statuses.get(uid),
-                    may_exist=None if fresh else self.may_exist,
-                )
+                with timed_reconcile():
+                    outcome = reconcile(
+                        body,
+                        self.fresh_kube if fresh else self.kube,
+                        self.config,
+                        self.emitter(body),
+                        known_status=self._statuses.get(uid),
+                        may_exist=None if fresh else self.may_exist,
+                    )
+                count_children(outcome.applied, outcome.deleted)
                 self._statuses[uid] = outcome.status
+                self._names[uid] = (str(meta["namespace"]), str(meta["name"]))
                 with self._guard:
                     if uid not in self._dirty:
                         self._running.discard(uid)
@@ -171,4 +176,10 @@ class Dispatcher:
         """Drop what is remembered of a deleted ModelDeployment."""
         with self._guard:
             self._statuses.pop(uid, None)
+            self._names.pop(uid, None)
             self._dirty.discard(uid)
+
+    def statuses(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The status last written for each ModelDeployment, by (namespace, name)."""
+        with self._guard:
+            return {self._names[u]: s for u, s in self._statuses.items() if u in self._names}

@@ -18,6 +18,7 @@ import kopf
 from modeldeploy.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from modeldeploy.dispatch import Dispatcher
 from modeldeploy.kube import Kube, api_client_from_environment, is_transient
+from modeldeploy.metrics import serve as serve_metrics
 from modeldeploy.reconcilers import plain
 from modeldeploy.settings import OperatorSettings
 
@@ -41,6 +42,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if "kube" not in memo:
         memo["kube"] = Kube(api_client_from_environment(), field_manager=config.field_manager)
     memo["dispatcher"] = Dispatcher(memo["kube"], config, _emitter)
+    if config.metrics_address and not memo.get("metrics_started"):
+        serve_metrics(config.metrics_address, memo["dispatcher"].statuses)
+        memo["metrics_started"] = True
     # Our own annotations, not kopf's defaults; no finalizers (children are garbage-collected).
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="serving.modeldeploy.io", key="last-handled-configuration"

@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="liveness endpoint URL (empty to disable)",
     )
     parser.add_argument(
+        "--metrics-address",
+        default=env("MODELDEPLOY_METRICS_ADDRESS", ""),
+        help="host:port of the operator's Prometheus metrics, e.g. 0.0.0.0:8080 (default: off)",
+    )
+    parser.add_argument(
         "--server-image",
         default=env("MODELDEPLOY_SERVER_IMAGE", DEFAULT_SERVER_IMAGE),
         help="serving image for ModelDeployments that do not name one",
@@ -97,6 +102,7 @@ def run_operator(args: argparse.Namespace) -> int:
         prometheus_address=args.prometheus_address,
         namespaces=tuple(args.namespace),
         resync_seconds=args.resync_seconds,
+        metrics_address=args.metrics_address or None,
         peering=None if args.standalone else args.peering_name,
         identity=f"modeldeploy@{socket.gethostname()}/{os.getpid()}-{random.randint(0, 99999)}",
         priority=args.priority,

@@ -22,6 +22,8 @@ class OperatorSettings:
     """Server-side apply field manager of every object the operator writes."""
     resync_seconds: float = 120
     """Interval of the periodic pass over every ModelDeployment (a safety net for lost events)."""
+    metrics_address: str | None = None
+    """host:port of the operator's Prometheus metrics (``/metrics``); None to disable."""
     peering: str | None = None
     """Name of the kopf peering object shared by the replicas; None when standalone."""
     identity: str = ""

@@ -302,7 +302,11 @@ def test_the_operator_pod_is_locked_down(helm: Helm, namespaces: tuple[str, str]
     }
     assert operator["image"] == "ghcr.io/modeldeploy/modeldeploy-operator:0.1.0"
     assert "--liveness=http://0.0.0.0:8081/healthz" in operator["args"]
-    assert operator["ports"] == [{"name": "health", "containerPort": 8081, "protocol": "TCP"}]
+    assert "--metrics-address=0.0.0.0:8080" in operator["args"]
+    assert operator["ports"] == [
+        {"name": "health", "containerPort": 8081, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8080, "protocol": "TCP"},
+    ]
     for probe in ("livenessProbe", "readinessProbe"):
         assert operator[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert operator["resources"]["requests"] and operator["resources"]["limits"]["memory"]

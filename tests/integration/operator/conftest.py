@@ -42,6 +42,7 @@ class OperatorProcess:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     extra: list[str] = field(default_factory=list)
     standalone: bool = True
 
@@ -51,6 +52,7 @@ class OperatorProcess:
             "--namespace", self.namespace, "--verbose",
             *(["--standalone"] if self.standalone else []),
             "--liveness", f"http://127.0.0.1:{self.port}/healthz",
+            "--metrics-address", f"127.0.0.1:{self.metrics_port}",
             "--log-format", "json", "--kubeconfig", str(self.kubeconfig), *self.extra,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
@@ -76,6 +78,11 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
 
     def lines(self) -> list[dict[str, Any]]:
         out = []

@@ -313,3 +313,21 @@ def test_the_operators_hpa_scales_the_deployment_on_cpu(
         "the ModelDeployment to report the scaled replicas",
     )
     assert md["status"]["replicas"] >= 2
+
+
+def test_operator_metrics_report_reconciles_and_conditions(
+    cluster: Any, namespace: str, operator: OperatorProcess
+) -> None:
+    apply_md(cluster, namespace, "iris", {"model": {"uri": MODEL_A}})
+    wait_for(lambda: ready(cluster, namespace, "iris"), 60, "iris Ready")
+    ready_line = (
+        f'modeldeploy_modeldeployment_condition{{name="iris",namespace="{namespace}",'
+        'reason="ModelServing",status="True",type="Ready"} 1.0'
+    )
+    text = wait_for(
+        lambda: (lambda t: t if ready_line in t else None)(operator.metrics()), 30, "metrics"
+    )
+    assert 'modeldeploy_operator_reconciles_total{result="ok"}' in text
+    assert 'modeldeploy_operator_child_writes_total{action="applied",kind="Deployment"} 1.0' in text
+    phase = f'name="iris",namespace="{namespace}",phase="Ready"'
+    assert f"modeldeploy_modeldeployment_phase{{{phase}}} 1.0" in text

@@ -39,4 +39,5 @@ def test_the_chart_runs_the_image_as_the_image_expects() -> None:
     values = yaml.safe_load((ROOT / "charts" / "modeldeploy" / "values.yaml").read_text())
     assert values["podSecurityContext"]["runAsUser"] == 10001
     assert values["podSecurityContext"]["runAsGroup"] == 10001
-    assert f"EXPOSE {values['operator']['healthPort']}" in LINES
+    operator = values["operator"]
+    assert f"EXPOSE {operator['healthPort']} {operator['metricsPort']}" in LINES
