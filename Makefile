@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup control-plane cluster cluster-down test lint unit integration crds bench demo clean
+.PHONY: help setup control-plane cluster cluster-down test lint unit integration crds bench bench-quick demo clean
 
 help:
 	@echo "make demo          the main job: serve a model, roll out a canary, end to end"
@@ -16,7 +16,8 @@ help:
 	@echo "make cluster       start the local control plane (.cluster/kubeconfig, .cluster/bin/)"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make crds          regenerate the CRD from the pydantic models"
-	@echo "make bench         the side-by-side serving benchmark (benchmarks/RESULTS.md)"
+	@echo "make bench         the side-by-side serving benchmark (benchmarks/RESULTS.md, ~30 min)"
+	@echo "make bench-quick   a ~3 min smoke run of the same"
 
 setup: $(STAMP)
 
@@ -54,6 +55,9 @@ crds: setup
 
 bench: setup
 	bash benchmarks/run.sh
+
+bench-quick: setup
+	BENCH_QUICK=1 bash benchmarks/run.sh
 
 demo: setup control-plane
 	$(PY) -m modeldeploy.demo
