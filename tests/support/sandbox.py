@@ -51,7 +51,7 @@ def as_the_image_runs(stage: Path, command: list[str]) -> str:
     for index, path in enumerate(keep):
         steps += [f"mkdir -p {path}", f"mount --bind /mnt/keep{index} {path}"]
     steps += [
-        "touch /work/should-fail 2>/dev/null && exit 99",  # the root must be read-only
+        "touch /.write-probe 2>/dev/null && exit 99",  # the root must be read-only
         "exec setpriv --reuid=10001 --regid=10001 --clear-groups env HOME=/tmp TMPDIR=/tmp "
         "PYTHONDONTWRITEBYTECODE=1 " + shlex.join(command),
     ]
