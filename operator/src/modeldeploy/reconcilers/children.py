@@ -125,6 +125,7 @@ def reconcile_children(
             md,
             deployment_name(md, STABLE),
             result,
+            may_exist,
         )
     budget = build_disruption_budget(md)
     if budget is not None:
