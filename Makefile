@@ -59,8 +59,10 @@ bench: setup
 bench-quick: setup
 	BENCH_QUICK=1 bash benchmarks/run.sh
 
-demo: setup control-plane
-	$(PY) -m modeldeploy.demo
+demo:
+	@echo "make demo is not built yet (the user-path issue): follow 'Try it on the local" \
+	      "control plane' in README.md meanwhile." >&2
+	@exit 1
 
 clean: cluster-down
 	rm -rf $(VENV)
