@@ -10,19 +10,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from modeldeploy.devcluster import free_port
-from tests.integration.operator.conftest import wait_for
+from tests.support.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "modeldeploy"
@@ -107,71 +104,15 @@ def service_account_user(namespace: str, account: str) -> str:
     return f"system:serviceaccount:{namespace}:{account}"
 
 
-@dataclass
-class Operator:
-    """``modeldeploy operator`` as a local process with the flags the chart gives the pod."""
-
-    kubeconfig: Path
-    args: list[str]
-    log: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        command = [
-            sys.executable, "-m", "modeldeploy.cli", "operator", *self.args,
-            "--liveness", f"http://127.0.0.1:{self.port}/healthz",
-            "--log-format", "json", "--verbose", "--kubeconfig", str(self.kubeconfig),
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        wait_for(self._live, 60, f"the operator's liveness endpoint (log: {self.log})")
-
-    def _live(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"operator exited: {self.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def lines(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
-
-    def refusals(self) -> list[str]:
-        """Log lines about requests the API server refused (403) or permissions kopf lacks."""
-        return [
-            str(line.get("message"))
-            for line in self.lines()
-            if "forbidden" in str(line).lower() or "not enough permissions" in str(line).lower()
-        ]
-
-
 @pytest.fixture
 def run_operator(tmp_path: Path) -> Iterator[Any]:
     """Start operators (stopped at the end of the test)."""
-    started: list[Operator] = []
+    started: list[OperatorProcess] = []
 
-    def start(kubeconfig: Path, *args: str) -> Operator:
-        operator = Operator(kubeconfig, list(args), tmp_path / f"operator-{len(started)}.log")
+    def start(kubeconfig: Path, *args: str) -> OperatorProcess:
+        operator = OperatorProcess(
+            kubeconfig, list(args), tmp_path / f"operator-{len(started)}.log"
+        )
         started.append(operator)
         operator.start()
         return operator

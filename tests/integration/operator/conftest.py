@@ -2,96 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modeldeploy.devcluster import free_port
+from tests.support.operator_process import OperatorProcess, wait_for
+
+__all__ = ["OPERATOR_USER", "OperatorProcess", "wait_for", "watching"]
 
 OPERATOR_USER = "modeldeploy-operator"
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except subprocess.CalledProcessError as error:
-            last = error.stderr
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-
-
-@dataclass
-class OperatorProcess:
-    kubeconfig: Path
-    namespace: str
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-    port: int = field(default_factory=free_port)
-    metrics_port: int = field(default_factory=free_port)
-    extra: list[str] = field(default_factory=list)
-    standalone: bool = True
-
-    def start(self) -> None:
-        command = [
-            sys.executable, "-m", "modeldeploy.cli", "operator",
-            "--namespace", self.namespace, "--verbose",
-            *(["--standalone"] if self.standalone else []),
-            "--liveness", f"http://127.0.0.1:{self.port}/healthz",
-            "--metrics-address", f"127.0.0.1:{self.metrics_port}",
-            "--log-format", "json", "--kubeconfig", str(self.kubeconfig), *self.extra,
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        wait_for(self._live, 60, f"the operator's liveness endpoint (log: {self.log})")
-
-    def _live(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"operator exited: {self.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
-
-    def lines(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
+def watching(
+    kubeconfig: Path, namespace: str, log: Path, *extra: str, standalone: bool = True
+) -> OperatorProcess:
+    """An operator watching ``namespace`` (standalone unless peering is under test)."""
+    args = ["--namespace", namespace, *(["--standalone"] if standalone else []), *extra]
+    return OperatorProcess(kubeconfig, args, log)
 
 
 @pytest.fixture
@@ -100,7 +29,7 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     """A running ``modeldeploy operator`` watching the test's namespace, as its own user."""
     kubeconfig = cluster.user_kubeconfig(OPERATOR_USER, ["system:masters"])
-    running = OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log")
+    running = watching(kubeconfig, namespace, tmp_path / "operator.log")
     running.start()
     yield running
     running.stop()

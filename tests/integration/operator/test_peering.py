@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.operator.conftest import OPERATOR_USER, OperatorProcess, wait_for
+from tests.integration.operator.conftest import OPERATOR_USER, OperatorProcess, wait_for, watching
 from tests.integration.operator.test_reconcile import MODEL_A, MODEL_B, apply_md, get
 
 pytestmark = pytest.mark.integration
@@ -31,20 +31,14 @@ def test_only_the_leading_replica_acts_and_the_other_takes_over(
     }
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(peering))
     kubeconfig = cluster.user_kubeconfig(OPERATOR_USER, ["system:masters"])
-    leader = OperatorProcess(
-        kubeconfig,
-        namespace,
-        tmp_path / "leader.log",
-        extra=["--priority=200", "--resync-seconds=1"],
+    leader = watching(
+        kubeconfig, namespace, tmp_path / "leader.log", "--priority=200", "--resync-seconds=1",
         standalone=False,
-    )
-    follower = OperatorProcess(
-        kubeconfig,
-        namespace,
-        tmp_path / "follower.log",
-        extra=["--priority=100", "--resync-seconds=1"],
+    )  # fmt: skip
+    follower = watching(
+        kubeconfig, namespace, tmp_path / "follower.log", "--priority=100", "--resync-seconds=1",
         standalone=False,
-    )
+    )  # fmt: skip
     follower.start()
     leader.start()
     try:
