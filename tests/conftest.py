@@ -60,3 +60,21 @@ def modeldeployment_crd(cluster) -> str:  # type: ignore[no-untyped-def]
     )
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
     return CRD_NAME
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every test ONNX model, built once per session for the unit and integration tests."""
+    from tests.support import onnx_models
+
+    directory = tmp_path_factory.mktemp("models")
+    return {
+        "classifier": onnx_models.make_classifier(directory / "classifier.onnx"),
+        "regressor": onnx_models.make_regressor(directory / "regressor.onnx"),
+        "mixed": onnx_models.make_mixed_inputs(directory / "mixed.onnx"),
+        "text": onnx_models.make_text_classifier(directory / "text.onnx"),
+        "fp16": onnx_models.make_fp16_scaler(directory / "fp16.onnx"),
+        "identity": onnx_models.make_identity(directory / "identity.onnx"),
+        "zipmap": onnx_models.make_zipmap_classifier(directory / "zipmap.onnx"),
+        "spinner": onnx_models.make_spinner(directory / "spinner.onnx"),
+    }

@@ -27,7 +27,7 @@ from tests.integration.chart.conftest import (
     service_account_user,
     token_kubeconfig,
 )
-from tests.integration.operator.conftest import wait_for
+from tests.support.operator_process import wait_for
 
 pytestmark = pytest.mark.integration
 

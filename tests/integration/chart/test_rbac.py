@@ -33,7 +33,7 @@ from tests.integration.chart.conftest import (
     service_account_user,
     token_kubeconfig,
 )
-from tests.integration.operator.conftest import wait_for
+from tests.support.operator_process import wait_for
 from tests.support.sandbox import as_the_image_runs, namespaces_work
 
 pytestmark = pytest.mark.integration

@@ -16,8 +16,6 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import onnx_models
-
 SERVER = Path(sys.executable).with_name("modeldeploy-server")
 
 
@@ -135,21 +133,6 @@ class ServerProcess:
                 self.process.wait(10)
         self._log.close()
         return self.process.returncode
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every test model, built once."""
-    directory = tmp_path_factory.mktemp("models")
-    return {
-        "classifier": onnx_models.make_classifier(directory / "classifier.onnx"),
-        "regressor": onnx_models.make_regressor(directory / "regressor.onnx"),
-        "mixed": onnx_models.make_mixed_inputs(directory / "mixed.onnx"),
-        "text": onnx_models.make_text_classifier(directory / "text.onnx"),
-        "fp16": onnx_models.make_fp16_scaler(directory / "fp16.onnx"),
-        "identity": onnx_models.make_identity(directory / "identity.onnx"),
-        "spinner": onnx_models.make_spinner(directory / "spinner.onnx"),
-    }
 
 
 @pytest.fixture(scope="session")

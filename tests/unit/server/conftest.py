@@ -15,22 +15,6 @@ from modeldeploy_server.dataplane import BatchingOptions, DataPlane, ModelIdenti
 from modeldeploy_server.metrics import WorkerMetrics
 from modeldeploy_server.rest import RestApp
 from modeldeploy_server.runtime.onnx import OnnxModel
-from tests.support import onnx_models
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Every test model, built once per session."""
-    directory = tmp_path_factory.mktemp("models")
-    return {
-        "classifier": onnx_models.make_classifier(directory / "classifier.onnx"),
-        "regressor": onnx_models.make_regressor(directory / "regressor.onnx"),
-        "mixed": onnx_models.make_mixed_inputs(directory / "mixed.onnx"),
-        "text": onnx_models.make_text_classifier(directory / "text.onnx"),
-        "fp16": onnx_models.make_fp16_scaler(directory / "fp16.onnx"),
-        "identity": onnx_models.make_identity(directory / "identity.onnx"),
-        "zipmap": onnx_models.make_zipmap_classifier(directory / "zipmap.onnx"),
-    }
 
 
 @dataclass
