@@ -38,6 +38,9 @@ class Outcome:
     phase: str | None = None
     status: dict[str, Any] = field(default_factory=dict)
     """The status now stored on the object."""
+    requeue_after: float | None = None
+    """Seconds after which the object must be reconciled again even if nothing changes
+    (a rollout's next analysis run, the end of a timed pause); None when events suffice."""
 
 
 def plain(value: Any) -> Any:
