@@ -25,5 +25,5 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 log "installing modeldeploy (editable, extras operator,server,dev) into $venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet --progress-bar off -e '.[operator,server,dev]'
+"$venv/bin/python" -m pip install --quiet --progress-bar off -e '.[operator,server,export,dev]'
 log "done"
