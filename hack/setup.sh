@@ -23,7 +23,7 @@ if [ ! -x "$venv/bin/python" ]; then
   log "creating $venv with $("$python" --version)"
   "$python" -m venv "$venv"
 fi
-log "installing modeldeploy (editable, extras operator,server,dev) into $venv"
+log "installing modeldeploy (editable, extras operator,server,export,dev) into $venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet --progress-bar off -e '.[operator,server,export,dev]'
 log "done"
