@@ -6,8 +6,13 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support.gateway import GatewayAPI
+    from tests.support.prometheus import Prometheus
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD_FILE = ROOT / "crds" / "modeldeployment.yaml"
@@ -78,3 +83,26 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "zipmap": onnx_models.make_zipmap_classifier(directory / "zipmap.onnx"),
         "spinner": onnx_models.make_spinner(directory / "spinner.onnx"),
     }
+
+
+@pytest.fixture(scope="session")
+def gateway_api(cluster) -> GatewayAPI:  # type: ignore[no-untyped-def]
+    """The Gateway API CRDs (standard channel, from the sigs.k8s.io/gateway-api module at
+    GATEWAY_API_VERSION) applied and Established; fetched into the cache on first use.
+    Returns a ``tests.support.gateway.GatewayAPI`` (``.directory``, ``.crds``, ``.version``).
+    A test of the "CRD missing" path uses ``tests.support.gateway.without_gateway_api``."""
+    from tests.support.gateway import install_gateway_api
+
+    return install_gateway_api(cluster)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[Prometheus]:
+    """A real Prometheus on a loopback port, scraping every second, with no targets yet:
+    ``set_targets([("127.0.0.1:port", {"namespace": "ns1"}), ...])``, ``wait_for_targets()``,
+    ``query(promql)``, ``value(promql)``, ``wait_for_series(promql)``, ``url``
+    (``tests.support.prometheus.Prometheus``). Stopped after the test."""
+    from tests.support.prometheus import Prometheus
+
+    with Prometheus(tmp_path / "prometheus") as running:
+        yield running
