@@ -2,7 +2,8 @@
 
 Settings live in one startup handler; the shared client and configuration in kopf's memo.
 Children (Deployments, Services, HPAs, PDBs) are watched too, so an edited or deleted child is
-restored and the status follows the pods.
+restored and the status follows the pods. Beside kopf, three threads: the periodic resync, the
+timed re-reconciles a reconcile asks for, and the watch that keeps the pod store current.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import kopf
 
 from modeldeploy.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from modeldeploy.dispatch import Dispatcher
+from modeldeploy.dispatch import Dispatcher, PodWatch
 from modeldeploy.kube import Kube, api_client_from_environment, is_transient
 from modeldeploy.metrics import serve as serve_metrics
 from modeldeploy.reconcilers import plain
@@ -32,6 +33,39 @@ CHILD_KINDS = (
     ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("policy", "v1", "poddisruptionbudgets"),
 )
+LEGACY_DIFFBASE = "serving.modeldeploy.io/last-handled-configuration"
+REQUEUE_RETRY_SECONDS = 2.0
+"""When the peering object cannot be read, due reconciles are looked at again this much later."""
+
+
+class RememberedDiffBase(kopf.DiffBaseStorage):
+    """kopf's "last handled" essence of each object, kept in memory instead of an annotation.
+
+    The annotation costs one PATCH of every ModelDeployment after each create or spec change,
+    only so that kopf can tell creation from update from resumption. Our one handler treats them
+    alike (a level-based pass), so after a restart an object seen as new again is handled
+    exactly as a resumed one would be.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._essences: dict[str, kopf.BodyEssence] = {}
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        annotations = essence.get("metadata", {}).get("annotations", {})
+        annotations.pop(LEGACY_DIFFBASE, None)  # left by earlier versions
+        self.remove_empty_stanzas(essence)
+        return essence
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self._essences.get(str(body.metadata.uid))
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        self._essences[str(body.metadata.uid)] = essence
+
+    def forget(self, uid: str) -> None:
+        self._essences.pop(uid, None)
 
 
 @kopf.on.startup()
@@ -45,10 +79,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if config.metrics_address and not memo.get("metrics_started"):
         serve_metrics(config.metrics_address, memo["dispatcher"].statuses)
         memo["metrics_started"] = True
-    # Our own annotations, not kopf's defaults; no finalizers (children are garbage-collected).
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="serving.modeldeploy.io", key="last-handled-configuration"
-    )
+    # No finalizers (children are garbage-collected) and no annotation per handled change.
+    memo["diffbase"] = RememberedDiffBase()
+    settings.persistence.diffbase_storage = memo["diffbase"]
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix="serving.modeldeploy.io"
     )
@@ -81,12 +114,17 @@ def _emitter(body: Any) -> Any:
 
 
 def _run(body: Any, memo: kopf.Memo, *, fresh: bool = False) -> None:
+    """Reconcile; a failure is logged and the dispatcher retries it after a backoff (not kopf,
+    whose retries write progress annotations on the object)."""
     try:
         memo["dispatcher"].run(body, fresh=fresh)
     except Exception as error:
+        meta = body["metadata"]
+        where = {"namespace": meta.get("namespace"), "modeldeployment": meta.get("name")}
         if is_transient(error):
-            raise kopf.TemporaryError(f"transient API error: {error}", delay=2) from error
-        raise
+            log.warning("reconcile failed, will retry: %s", error, extra=where)
+        else:
+            log.exception("reconcile failed, will retry", extra=where)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
@@ -108,6 +146,7 @@ def forget_deleted(type: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
     """Drop what we remember of a deleted ModelDeployment (its children go with it by GC)."""
     if type == "DELETED":
         memo["dispatcher"].forget(uid)
+        memo["diffbase"].forget(uid)
 
 
 def _leads(kube: Kube, config: OperatorSettings) -> bool:
@@ -157,23 +196,74 @@ def _resync_forever(memo: kopf.Memo, stop: threading.Event) -> None:
                     log.warning("resync of %s failed: %s", item["metadata"]["name"], error)
 
 
-@kopf.on.startup()
-def start_resync(memo: kopf.Memo, **_: Any) -> None:
-    memo["stop"] = threading.Event()
+def _requeue_forever(memo: kopf.Memo, stop: threading.Event) -> None:
+    """Reconcile each ModelDeployment whose requested time has come (a rollout's next step, a
+    retry), read fresh from the API, when this replica leads."""
+    config: OperatorSettings = memo["config"]
+    kube: Kube = memo["kube"]
+    dispatcher: Dispatcher = memo["dispatcher"]
+    while not stop.is_set():
+        due = dispatcher.requeues.wait(stop)
+        if not due:
+            continue
+        try:
+            leads = _leads(kube, config)
+        except Exception as error:
+            log.warning("requeue: cannot read the peering object: %s", error)
+            for uid, namespace, name in due:
+                dispatcher.requeues.set(uid, namespace, name, REQUEUE_RETRY_SECONDS)
+            continue
+        if not leads:
+            log.debug("requeue skipped: another replica leads", extra={"count": len(due)})
+            continue
+        for uid, namespace, name in due:
+            try:
+                dispatcher.run_due(uid, namespace, name)
+            except Exception as error:  # the dispatcher has scheduled a retry
+                log.warning(
+                    "timed reconcile failed, will retry: %s",
+                    error,
+                    extra={"namespace": namespace, "modeldeployment": name},
+                )
+
+
+def _watch_caches(memo: kopf.Memo, scope: str | None, stop: threading.Event) -> None:
+    """List the children once (then the store knows which are absent), then keep the pod
+    store current. Runs in every replica, so a replica that takes over has warm caches."""
+    dispatcher: Dispatcher = memo["dispatcher"]
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            dispatcher.list_children(scope)
+            break
+        except Exception as error:  # until then, children are read one by one
+            log.warning("cannot list the children yet: %s", error)
+            stop.wait(delay)
+            delay = min(delay * 2, 30.0)
+    PodWatch(memo["kube"], dispatcher.pods, scope).run(stop)
+
+
+def _start(name: str, target: Any, *args: Any) -> None:
     # kopf keeps its settings and event queue in context variables: carry them to the thread,
-    # or posting an Event from the resync would fail.
+    # or posting an Event from it would fail.
     context = contextvars.copy_context()
-    threading.Thread(
-        target=context.run,
-        args=(_resync_forever, memo, memo["stop"]),
-        name="resync",
-        daemon=True,
-    ).start()
+    threading.Thread(target=context.run, args=(target, *args), name=name, daemon=True).start()
+
+
+@kopf.on.startup()
+def start_threads(memo: kopf.Memo, **_: Any) -> None:
+    memo["stop"] = threading.Event()
+    config: OperatorSettings = memo["config"]
+    _start("resync", _resync_forever, memo, memo["stop"])
+    _start("requeue", _requeue_forever, memo, memo["stop"])
+    for scope in config.namespaces or (None,):
+        _start(f"caches-{scope or 'all'}", _watch_caches, memo, scope, memo["stop"])
 
 
 @kopf.on.cleanup()
-def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+def stop_threads(memo: kopf.Memo, **_: Any) -> None:
     memo["stop"].set()
+    memo["dispatcher"].requeues.wake()
 
 
 def _on_child(
@@ -184,7 +274,8 @@ def _on_child(
     modeldeployments: kopf.Index,
     **_: Any,
 ) -> None:
-    memo["dispatcher"].child_event(plain(body), deleted=type == "DELETED")
+    if not memo["dispatcher"].child_event(plain(body), deleted=type == "DELETED"):
+        return  # a version already known (our own apply's response): nothing to act on
     owner = body["metadata"].get("labels", {}).get(OWNER_LABEL)
     if not owner:
         return
@@ -192,10 +283,7 @@ def _on_child(
         uid = parent["metadata"].get("uid")
         refs = body["metadata"].get("ownerReferences", [])
         if any(ref.get("uid") == uid for ref in refs):
-            try:
-                _run(parent, memo)
-            except kopf.TemporaryError as error:
-                log.warning("child event: will retry on the next event or resync: %s", error)
+            _run(parent, memo)
 
 
 for _group, _version, _plural in CHILD_KINDS:

@@ -150,6 +150,20 @@ class Kube:
                 return False
             raise
 
+    def patch(
+        self, api_version: str, kind: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A JSON merge patch of the object (e.g. removing an annotation with a null)."""
+        return dict(
+            self._call(
+                "PATCH",
+                resource_path(api_version, kind, namespace, name),
+                body=patch,
+                query=[("fieldManager", self.field_manager)],
+                content_type="application/merge-patch+json",
+            )
+        )
+
     def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:

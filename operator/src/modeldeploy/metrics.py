@@ -32,6 +32,12 @@ CHILD_WRITES = Counter(
     registry=REGISTRY,
 )
 
+REQUEUES = Counter(
+    "modeldeploy_operator_requeued_reconciles_total",
+    "Reconciles run because a requested time came (a rollout step, a retry), not an event.",
+    registry=REGISTRY,
+)
+
 
 @contextmanager
 def timed_reconcile() -> Iterator[None]:
@@ -53,6 +59,11 @@ def count_children(applied: list[str], deleted: list[str]) -> None:
     for action, entries in (("applied", applied), ("deleted", deleted)):
         for entry in entries:
             CHILD_WRITES.labels(entry.split("/", 1)[0], action).inc()
+
+
+def count_requeue() -> None:
+    """Record a reconcile started by its due time."""
+    REQUEUES.inc()
 
 
 class ConditionCollector(Collector):

@@ -107,9 +107,11 @@ def full_status() -> dict[str, Any]:
             "sha256": "a" * 64,
             "version": "3",
             "templateHash": "abc",
+            "state": "Paused",
             "weight": 10,
             "stepIndex": 1,
             "failedChecks": 1,
+            "passedChecks": 3,
             "analysis": [
                 {
                     "name": "error-rate",

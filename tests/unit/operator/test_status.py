@@ -50,7 +50,11 @@ def test_all_ready_is_ready_and_records_the_stable_model() -> None:
         "Degraded": ("False", "AsExpected"),
     }
     assert status["observedGeneration"] == 4
-    assert status["stable"] == {"uri": "https://m.example.com/a.onnx", "version": "7"}
+    assert {k: v for k, v in status["stable"].items() if k != "templateHash"} == {
+        "uri": "https://m.example.com/a.onnx",
+        "version": "7",
+    }
+    assert len(status["stable"]["templateHash"]) == 16
     assert status["selector"] == "serving.modeldeploy.io/deployment=iris"
     assert all(c["observedGeneration"] == 4 for c in status["conditions"])
 

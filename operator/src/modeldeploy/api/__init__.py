@@ -7,10 +7,12 @@ talks to a cluster.
 
 from modeldeploy.api.types import parse_duration, parse_quantity
 from modeldeploy.api.v1alpha1 import (
+    ABORT_ANNOTATION,
     API_VERSION,
     GROUP,
     KIND,
     PLURAL,
+    PROMOTE_ANNOTATION,
     VERSION,
     CanaryStatus,
     Condition,
@@ -24,10 +26,12 @@ from modeldeploy.api.v1alpha1 import (
 )
 
 __all__ = [
+    "ABORT_ANNOTATION",
     "API_VERSION",
     "GROUP",
     "KIND",
     "PLURAL",
+    "PROMOTE_ANNOTATION",
     "VERSION",
     "CanaryStatus",
     "Condition",

@@ -8,7 +8,7 @@ from pydantic import Field, StringConstraints
 
 from modeldeploy.api.types import ApiModel, Duration, Rule, list_map, passthrough_list
 
-BUILTIN_METRICS = ("error-rate", "latency-p99")
+BUILTIN_METRICS = ("error-rate", "latency-p99", "prediction-drift", "data-quality")
 """Analysis metrics the operator knows how to query without a `query`."""
 
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -86,7 +86,10 @@ class AnalysisMetric(ApiModel):
         str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     ] = Field(
         description="Name of the check. Built in: error-rate (fraction of canary requests "
-        "answered 5xx) and latency-p99 (99th percentile canary latency, seconds). Any other "
+        "answered 5xx), latency-p99 (99th percentile canary latency, seconds), "
+        "prediction-drift (Jensen-Shannon distance, 0 to 1, between the canary's and the "
+        "stable track's predictions: class counts or the output histogram) and data-quality "
+        "(fraction of canary input values outside the model's training profile). Any other "
         "name needs a query."
     )
     query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(

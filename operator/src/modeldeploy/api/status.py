@@ -147,6 +147,12 @@ class CanaryStatus(ApiModel):
     template_hash: Annotated[str, StringConstraints(max_length=64)] | None = Field(
         default=None, description="Hash of the serving settings the canary runs."
     )
+    state: Literal["Progressing", "Paused", "Promoting"] = Field(
+        default="Progressing",
+        description="Progressing: walking the steps. Paused: waiting at a pause without "
+        "duration for promote or abort. Promoting: the stable track is taking the new model; "
+        "the canary goes once every stable pod runs it.",
+    )
     weight: int = Field(
         default=0, ge=0, le=100, description="Percentage of traffic the canary receives now."
     )
@@ -155,6 +161,12 @@ class CanaryStatus(ApiModel):
     )
     failed_checks: int = Field(
         default=0, ge=0, description="Failed analysis runs so far (rolls back at failureLimit)."
+    )
+    passed_checks: int = Field(
+        default=0,
+        ge=0,
+        description="Passed analysis runs so far: with analysis, promotion waits for at least "
+        "one.",
     )
     analysis: Annotated[list[AnalysisResult], Field(max_length=16), *list_map("name")] | None = (
         Field(default=None, description="Result of the latest analysis run, by metric.")

@@ -97,6 +97,10 @@ SINGULAR = "modeldeployment"
 SHORT_NAMES = ("mdep",)
 CATEGORIES = ("modeldeploy",)
 NAME_MAX_LENGTH = 52
+PROMOTE_ANNOTATION = f"{GROUP}/promote"
+"""Set to "true" to promote the canary under way now (the operator removes it once acted on)."""
+ABORT_ANNOTATION = f"{GROUP}/abort"
+"""Set to "true" to roll the canary under way back now (the operator removes it once acted on)."""
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 """metadata.name: a DNS label (Services are named after it) short enough for suffixes."""
 

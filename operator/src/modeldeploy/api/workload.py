@@ -39,6 +39,23 @@ PathSegment = Annotated[str, StringConstraints(pattern=URL_PATH_SEGMENT_PATTERN,
 StringMap = Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)]
 
 
+class ModelProfile(ApiModel):
+    """The training profile written by `modeldeploy export` beside the model."""
+
+    uri: ModelUri = Field(
+        description="Where the profile (model.profile.json) is fetched from; same schemes and "
+        "credentials as the model."
+    )
+    sha256: Sha256 | None = Field(
+        default=None, description="Expected SHA-256 of the profile file."
+    )
+    policy: Literal["observe", "reject"] = Field(
+        default="observe",
+        description="observe: count out-of-profile inputs (metrics only). reject: answer a "
+        "request with an out-of-range, missing or unseen value with a 400 naming the feature.",
+    )
+
+
 class ModelSource(ApiModel):
     """The model to serve: where to fetch it, how to verify it and the name it is served under."""
 
@@ -82,6 +99,12 @@ class ModelSource(ApiModel):
         description="Name of a Secret in the same namespace whose keys become environment "
         "variables of the model download (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
         "AWS_ENDPOINT_URL for s3; HTTP_AUTHORIZATION for https).",
+    )
+    profile: ModelProfile | None = Field(
+        default=None,
+        description="The model's training profile: the server checks each input against it "
+        "(data-quality metrics, optional rejection) and compares predictions (the "
+        "prediction-drift and data-quality rollout checks). Changing it starts a rollout.",
     )
 
 

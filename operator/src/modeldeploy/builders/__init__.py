@@ -16,6 +16,7 @@ from modeldeploy.builders.names import (
     service_name,
     standard_labels,
 )
+from modeldeploy.builders.route import build_route
 from modeldeploy.builders.service import build_service
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "build_autoscaler",
     "build_deployment",
     "build_disruption_budget",
+    "build_route",
     "build_service",
     "deployment_name",
     "owner_reference",

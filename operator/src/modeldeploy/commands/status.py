@@ -106,7 +106,7 @@ def render(obj: dict[str, Any], now: datetime | None = None) -> str:
                         _number(entry.get("min")),
                         _number(entry.get("max")),
                         str(entry.get("result", "")),
-                        _time(entry.get("time"), now),
+                        _ago(entry.get("time"), now),
                         str(entry.get("message") or ""),
                     )
                     for entry in analysis
@@ -125,7 +125,7 @@ def render(obj: dict[str, Any], now: datetime | None = None) -> str:
                     str(c.get("type", "")),
                     str(c.get("status", "")),
                     str(c.get("reason", "")),
-                    _time(c.get("lastTransitionTime"), now),
+                    _ago(c.get("lastTransitionTime"), now),
                     str(c.get("message", "")),
                 )
                 for c in conditions
@@ -140,8 +140,8 @@ def render(obj: dict[str, Any], now: datetime | None = None) -> str:
                 (
                     str(h.get("result", "")),
                     str(h.get("reason", "")),
-                    _model(h.get("model") or {}),
-                    _time(h.get("time"), now),
+                    _model(h.get("model") or {}, sha=False),
+                    _ago(h.get("time"), now),
                     str(h.get("message") or ""),
                 )
                 for h in history
@@ -193,11 +193,11 @@ def _title(key: str) -> str:
     return words[:1].upper() + words[1:]
 
 
-def _model(model: dict[str, Any]) -> str:
+def _model(model: dict[str, Any], sha: bool = True) -> str:
     text = str(model.get("uri", "?"))
     if model.get("version"):
         text += f" (version {model['version']})"
-    if model.get("sha256"):
+    if sha and model.get("sha256"):
         text += f" sha256 {str(model['sha256'])[:12]}"
     return text
 
@@ -210,17 +210,31 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _time(value: Any, now: datetime) -> str:
-    if not value:
-        return "-"
+def _seconds_since(value: Any, now: datetime) -> int | None:
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
-        return str(value)
+        return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     seconds = int((now - moment).total_seconds())
-    return f"{value} ({_age(seconds)} ago)" if seconds >= 0 else str(value)
+    return seconds if seconds >= 0 else None
+
+
+def _time(value: Any, now: datetime) -> str:
+    """The timestamp and how long ago it was."""
+    if not value:
+        return "-"
+    seconds = _seconds_since(value, now)
+    return f"{value} ({_age(seconds)} ago)" if seconds is not None else str(value)
+
+
+def _ago(value: Any, now: datetime) -> str:
+    """How long ago, for table cells (the timestamp itself is in -o json)."""
+    if not value:
+        return "-"
+    seconds = _seconds_since(value, now)
+    return f"{_age(seconds)} ago" if seconds is not None else str(value)
 
 
 def _age(seconds: int) -> str:

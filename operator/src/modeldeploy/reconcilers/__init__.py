@@ -5,15 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from modeldeploy.api import API_VERSION, KIND, ModelDeployment
-from modeldeploy.builders import STABLE, deployment_name
+from modeldeploy.api import (
+    ABORT_ANNOTATION,
+    API_VERSION,
+    KIND,
+    PROMOTE_ANNOTATION,
+    ModelDeployment,
+)
+from modeldeploy.builders import CANARY, STABLE, deployment_name
 from modeldeploy.builders.names import name_of, namespace_of
 from modeldeploy.kube import Kube
 from modeldeploy.reconcilers.children import MayExist, reconcile_children, serving_pods
+from modeldeploy.reconcilers.rollout import plan_rollout, routing_error, with_routing_error
 from modeldeploy.reconcilers.status import (
     Observed,
     compute_status,
@@ -88,6 +96,16 @@ def write_status(
     return True
 
 
+def clear_rollout_annotations(kube: Kube, md: ModelDeployment) -> None:
+    """Remove the promote/abort annotations once acted on, so they act exactly once."""
+    annotations = md.metadata.get("annotations") or {}
+    patch = {k: None for k in (PROMOTE_ANNOTATION, ABORT_ANNOTATION) if k in annotations}
+    if patch:
+        kube.patch(
+            API_VERSION, KIND, namespace_of(md), name_of(md), {"metadata": {"annotations": patch}}
+        )
+
+
 def reconcile(
     body: Mapping[str, Any],
     kube: Kube,
@@ -117,17 +135,42 @@ def reconcile(
         outcome.phase, outcome.status = "Failed", status
         return outcome
 
-    children = reconcile_children(md, kube, settings, may_exist=may_exist)
+    previous = raw.get("status") or {}
+    plan = plan_rollout(md, kube, settings, previous, datetime.now(UTC))
+    children = reconcile_children(
+        md,
+        kube,
+        settings,
+        deployments=plan.deployments,
+        extra=plan.extra,
+        absent=plan.absent,
+        may_exist=may_exist,
+    )
+    problem = routing_error(children.refused)
+    if problem is not None:
+        plan = with_routing_error(plan, md, previous, problem)
+        children.refused = [m for m in children.refused if "HTTPRoute/" not in m]
     outcome.applied, outcome.deleted = children.applied, children.deleted
     deployment = children.objects.get(deployment_name(md, STABLE))
-    seen = Observed(deployment=deployment, refused=children.refused)
+    canary = children.objects.get(deployment_name(md, CANARY))
+    seen = Observed(
+        deployment=deployment,
+        canary=canary if plan.decision.canary_target is not None else None,
+        refused=children.refused,
+        rollout=plan.decision,
+    )
     ready = (deployment or {}).get("status", {}).get("readyReplicas", 0)
     wanted = (deployment or {}).get("spec", {}).get("replicas", 1)
     if deployment is not None and ready < wanted:
         seen.pods = serving_pods(kube, md)
-    status = compute_status(md, seen, raw.get("status"))
+    status = compute_status(md, seen, previous)
     outcome.status_written = write_status(kube, raw, status, emit)
+    for kind, reason, message in plan.decision.events:
+        emit(kind, reason, message)
+    if plan.decision.clear_annotations:
+        clear_rollout_annotations(kube, md)
     outcome.phase, outcome.status = status["phase"], status
+    outcome.requeue_after = plan.decision.requeue_after
     if outcome.applied or outcome.deleted or outcome.status_written:
         log.info(
             "reconciled",

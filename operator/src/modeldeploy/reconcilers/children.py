@@ -57,7 +57,10 @@ def ensure(kube: Kube, desired: dict[str, Any], result: ChildResult) -> dict[str
     except ApiException as error:
         if is_transient(error):
             raise
-        message = f"the API server refused {_key(desired)}: {error_message(error)}"
+        reason = error_message(error)
+        if error.status == 404 and not existing:
+            reason = f"the API server does not serve {desired['apiVersion']} {desired['kind']}"
+        message = f"the API server refused {_key(desired)}: {reason}"
         log.warning("child refused", extra={"child": _key(desired), "reason": message})
         result.refused.append(message)
         return existing
@@ -67,6 +70,9 @@ def ensure(kube: Kube, desired: dict[str, Any], result: ChildResult) -> dict[str
 
 MayExist = Callable[[str, str, str], bool]
 """(kind, namespace, name) -> False when the child is known not to exist (no read needed)."""
+
+UNWATCHED_KINDS = frozenset({"HTTPRoute"})
+"""Children no watch reports (the Gateway API may not even be installed): always read."""
 
 
 def ensure_absent(
@@ -79,7 +85,8 @@ def ensure_absent(
     may_exist: MayExist | None = None,
 ) -> None:
     """Delete a child we own that is no longer wanted (e.g. the HPA after autoscaling is unset)."""
-    if may_exist is not None and not may_exist(kind, namespace_of(md), name):
+    known = may_exist is not None and kind not in UNWATCHED_KINDS
+    if known and not may_exist(kind, namespace_of(md), name):  # type: ignore[misc]
         return
     existing = kube.get(api_version, kind, namespace_of(md), name)
     if existing is None:
@@ -97,11 +104,16 @@ def reconcile_children(
     settings: OperatorSettings,
     *,
     deployments: list[dict[str, Any]] | None = None,
+    extra: list[dict[str, Any]] | None = None,
+    absent: list[tuple[str, str, str]] | None = None,
     may_exist: MayExist | None = None,
 ) -> ChildResult:
-    """Service, Deployment(s), autoscaler, disruption budget: each as desired, in this order.
+    """Service, Deployment(s), routing, autoscaler, disruption budget: each as desired, in
+    this order; then the children that must not exist are deleted.
 
-    ``deployments`` replaces the single stable Deployment when a rollout manages the tracks.
+    ``deployments`` replaces the single stable Deployment when a rollout manages the tracks;
+    ``extra`` (per-track Services, the HTTPRoute) is applied after them, so traffic moves only
+    to pods that exist; ``absent`` lists (apiVersion, kind, name) of children to remove.
     """
     result = ChildResult()
     service = ensure(kube, build_service(md, settings=settings), result)
@@ -113,6 +125,10 @@ def reconcile_children(
         current = ensure(kube, deployment, result)
         if current is not None:
             result.objects[deployment["metadata"]["name"]] = current
+    for child in extra or ():
+        current = ensure(kube, child, result)
+        if current is not None:
+            result.objects[_key(child)] = current
 
     autoscaler = build_autoscaler(md)
     if autoscaler is not None:
@@ -132,6 +148,8 @@ def reconcile_children(
         ensure(kube, budget, result)
     else:
         ensure_absent(kube, "policy/v1", "PodDisruptionBudget", md, name_of(md), result, may_exist)
+    for api_version, kind, name in absent or ():
+        ensure_absent(kube, api_version, kind, md, name, result, may_exist)
     return result
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from modeldeploy.api import ModelDeployment
 from modeldeploy.builders.names import name_of, namespace_of, service_name
+from modeldeploy.rollout import Decision, Target
 
 CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded")
 
@@ -22,11 +23,15 @@ class Observed:
     """What the reconciler saw of the children this time."""
 
     deployment: dict[str, Any] | None = None
+    canary: dict[str, Any] | None = None
+    """The canary Deployment, while a rollout wants one."""
     pods: list[dict[str, Any]] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     """Messages of children the API server refused."""
     invalid_spec: str | None = None
     """Why the spec could not be parsed (objects admitted before a stricter schema)."""
+    rollout: Decision | None = None
+    """This tick's rollout decision (stable/canary/history and rollout conditions)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,10 @@ def judge(md: ModelDeployment, seen: Observed) -> dict[str, Verdict]:
     failure = _deployment_condition(seen.deployment or {}, "ReplicaFailure")
     if failure and failure.get("status") == "True":
         problems.append(("ReplicaFailure", str(failure.get("message", ""))))
+    rollout = seen.rollout
+    if rollout is not None and rollout.degraded is not None:
+        problems.append(rollout.degraded)
+    serving = rollout.stable_target.describe() if rollout else md.spec.model.uri
 
     verdicts: dict[str, Verdict] = {}
     if problems:
@@ -108,7 +117,9 @@ def judge(md: ModelDeployment, seen: Observed) -> dict[str, Verdict]:
         verdicts["Available"] = Verdict("False", "NoReplicasAvailable", "No pod is serving yet.")
 
     done = seen.deployment is not None and observed and updated >= desired and ready >= desired
-    if done:
+    if rollout is not None and rollout.progressing is not None:
+        verdicts["Progressing"] = Verdict("True", *rollout.progressing)
+    elif done:
         verdicts["Progressing"] = Verdict(
             "False", "RolloutComplete", f"All {desired} pod(s) run the current model."
         )
@@ -125,7 +136,7 @@ def judge(md: ModelDeployment, seen: Observed) -> dict[str, Verdict]:
         verdicts["Ready"] = Verdict(
             "True",
             "ModelServing",
-            f"{ready} of {desired} pod(s) ready; serving {md.spec.model.uri}.",
+            f"{ready} of {desired} pod(s) ready; serving {serving}.",
         )
     elif problems:
         verdicts["Ready"] = Verdict("False", problems[0][0], problems[0][1])
@@ -144,6 +155,9 @@ def phase_of(verdicts: dict[str, Verdict], seen: Observed) -> str:
         return "Failed"
     if degraded:
         return "Degraded"
+    canary = seen.rollout.canary if seen.rollout else None
+    if canary:
+        return "Paused" if canary.get("state") == "Paused" else "Progressing"
     if verdicts["Ready"].status == "True":
         return "Ready"
     return "Progressing" if available else "Pending"
@@ -190,9 +204,16 @@ def compute_status(
     verdicts = judge(md, seen)
     generation = int(md.metadata.get("generation", 0))
     desired, ready, _, _, _ = _counts(seen.deployment)
-    status: dict[str, Any] = {
-        key: previous[key] for key in ("stable", "canary", "history") if previous.get(key)
-    }
+    canary_desired, canary_ready, _, _, _ = _counts(seen.canary)
+    if seen.rollout is not None:
+        kept = {
+            "stable": seen.rollout.stable,
+            "canary": seen.rollout.canary,
+            "history": seen.rollout.history,
+        }
+        status: dict[str, Any] = {k: v for k, v in kept.items() if v}
+    else:
+        status = {k: previous[k] for k in ("stable", "canary", "history") if previous.get(k)}
     selector = ",".join(
         f"{k}={v}" for k, v in sorted({"serving.modeldeploy.io/deployment": name_of(md)}.items())
     )
@@ -202,19 +223,17 @@ def compute_status(
             "observedGeneration": generation,
             "phase": phase_of(verdicts, seen),
             "conditions": merge_conditions(previous.get("conditions"), verdicts, generation, now),
-            "replicas": desired,
-            "readyReplicas": ready,
+            "replicas": desired + canary_desired,
+            "readyReplicas": ready + canary_ready,
             "selector": selector,
             "url": f"http://{service_name(md)}.{namespace_of(md)}.svc.cluster.local:{port}",
         }
     )
-    if verdicts["Ready"].status == "True":
-        model = md.spec.model
-        status["stable"] = {
-            k: v
-            for k, v in {"uri": model.uri, "sha256": model.sha256, "version": model.version}.items()
-            if v is not None
-        }
+    rolling = md.spec.rollout.strategy != "Canary"
+    if verdicts["Ready"].status == "True" and (rolling or "stable" not in status):
+        # Rolling: the stable track is whatever is ready. Canary: only the first model is
+        # recorded here; later ones become stable by promotion.
+        status["stable"] = Target.of_spec(md).to_status()
     return status
 
 

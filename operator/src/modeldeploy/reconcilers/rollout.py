@@ -1,0 +1,210 @@
+"""The rollout's side of a reconcile: observe the tracks, run one tick of the step function,
+and turn its decision into the desired children (Deployments per track, Services and the
+HTTPRoute for Gateway API routing)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from modeldeploy.api import ABORT_ANNOTATION, PROMOTE_ANNOTATION, ModelDeployment
+from modeldeploy.builders import (
+    CANARY,
+    STABLE,
+    Track,
+    build_deployment,
+    build_route,
+    build_service,
+    deployment_name,
+    service_name,
+)
+from modeldeploy.builders.names import name_of, namespace_of
+from modeldeploy.builders.route import ROUTE_API_VERSION
+from modeldeploy.kube import Kube
+from modeldeploy.rollout import Decision, Observations, Target, advance, analysis_due
+from modeldeploy.rollout.analysis import Prometheus, measure
+from modeldeploy.rollout.plan import template_hash
+from modeldeploy.settings import OperatorSettings
+
+__all__ = ["TARGET_ANNOTATION", "Plan", "plan_rollout", "routing_error", "with_routing_error"]
+
+TARGET_ANNOTATION = "serving.modeldeploy.io/target"
+"""On each serving Deployment: ``Target.key()`` of the model and settings it runs."""
+
+NO_PROMETHEUS = (
+    "no Prometheus to read the analysis from: set spec.rollout.analysis.prometheus.address "
+    "or the operator's --prometheus-address (MODELDEPLOY_PROMETHEUS_ADDRESS)"
+)
+
+
+@dataclass
+class Plan:
+    """A tick's decision and the children it asks for."""
+
+    decision: Decision
+    observations: Observations
+    deployments: list[dict[str, Any]]
+    extra: list[dict[str, Any]] = field(default_factory=list)
+    """Per-track Services and the HTTPRoute (Gateway API routing)."""
+    absent: list[tuple[str, str, str]] = field(default_factory=list)
+    """(apiVersion, kind, name) of children that must not exist."""
+    canary_deployment: dict[str, Any] | None = None
+    """The canary Deployment as observed before this tick."""
+
+
+def _flag(md: ModelDeployment, annotation: str) -> bool:
+    annotations = md.metadata.get("annotations") or {}
+    return str(annotations.get(annotation, "")).strip().lower() == "true"
+
+
+def serving(md: ModelDeployment, target: Target) -> ModelDeployment:
+    """``md`` as it would be if its spec named ``target``'s model."""
+    model = md.spec.model.model_copy(
+        update={"uri": target.uri, "sha256": target.sha256, "version": target.version}
+    )
+    return md.model_copy(update={"spec": md.spec.model_copy(update={"model": model})})
+
+
+def _runs(deployment: dict[str, Any] | None, *, complete: bool) -> str | None:
+    """The target key a Deployment runs (all its pods ready and updated, when ``complete``)."""
+    if deployment is None:
+        return None
+    meta, spec, status = deployment["metadata"], deployment["spec"], deployment.get("status", {})
+    key = (meta.get("annotations") or {}).get(TARGET_ANNOTATION)
+    if not complete:
+        return key
+    want = int(spec.get("replicas", 1))
+    done = (
+        status.get("observedGeneration", 0) >= meta.get("generation", 1)
+        and int(status.get("updatedReplicas", 0)) >= want
+        and int(status.get("readyReplicas", 0)) >= want
+        and int(status.get("replicas", 0)) <= want
+    )
+    return key if done else None
+
+
+def desired_deployment(
+    md: ModelDeployment,
+    track: Track,
+    target: Target,
+    settings: OperatorSettings,
+    replicas: int | None,
+    existing: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The Deployment of one track running ``target``.
+
+    A target whose serving settings are no longer in the spec (the pod template changed while
+    the stable track keeps the old one) keeps the pod template it runs now."""
+    desired = build_deployment(serving(md, target), track, settings, replicas=replicas)
+    stale = target.template_hash is not None and target.template_hash != template_hash(md)
+    if stale and existing is not None:
+        desired["spec"]["template"] = copy.deepcopy(existing["spec"]["template"])
+    desired["metadata"].setdefault("annotations", {})[TARGET_ANNOTATION] = target.key()
+    return desired
+
+
+def plan_rollout(
+    md: ModelDeployment,
+    kube: Kube,
+    settings: OperatorSettings,
+    status: dict[str, Any],
+    now: datetime,
+) -> Plan:
+    """Observe, decide, and build what this tick asks for."""
+    namespace = namespace_of(md)
+    stable_now = kube.get("apps/v1", "Deployment", namespace, deployment_name(md, STABLE))
+    canary_now = None
+    if status.get("canary"):
+        canary_now = kube.get("apps/v1", "Deployment", namespace, deployment_name(md, CANARY))
+    autoscaling = md.spec.autoscaling
+    if autoscaling is not None:
+        current = (stable_now or {}).get("spec", {}).get("replicas")
+        total = int(current if current is not None else autoscaling.min_replicas)
+    else:
+        total = md.spec.replicas
+    obs = Observations(
+        now=now,
+        stable_replicas=total,
+        autoscaled=autoscaling is not None,
+        stable_runs=_runs(stable_now, complete=True),
+        promote=_flag(md, PROMOTE_ANNOTATION),
+        abort=_flag(md, ABORT_ANNOTATION),
+    )
+    if (
+        status.get("canary")
+        and _runs(canary_now, complete=False) == Target.of_status(status["canary"]).key()
+    ):
+        obs.canary_ready = int((canary_now or {}).get("status", {}).get("readyReplicas", 0))
+    analysis = md.spec.rollout.analysis
+    if analysis is not None and md.spec.rollout.strategy == "Canary":
+        address = analysis.prometheus.address if analysis.prometheus else None
+        address = address or settings.prometheus_address
+        if not address:
+            obs.analysis_error = NO_PROMETHEUS
+        if analysis_due(md, status, now) and obs.canary_ready > 0:
+            source = Prometheus(address) if address else None
+            obs.analysis = measure(md, source, now, unavailable=NO_PROMETHEUS)
+    decision = advance(md, status, obs)
+    return _children(md, settings, decision, obs, stable_now, canary_now)
+
+
+def with_routing_error(plan: Plan, md: ModelDeployment, status: dict[str, Any], error: str) -> Plan:
+    """The same tick decided again knowing the HTTPRoute could not be written: no weight moves.
+
+    The analysis run already made is reused, not read again."""
+    obs = replace(plan.observations, routing_error=error)
+    plan.decision = advance(md, status, obs)
+    plan.observations = obs
+    return plan
+
+
+def _children(
+    md: ModelDeployment,
+    settings: OperatorSettings,
+    decision: Decision,
+    obs: Observations,
+    stable_now: dict[str, Any] | None,
+    canary_now: dict[str, Any] | None,
+) -> Plan:
+    deployments = [
+        desired_deployment(
+            md, STABLE, decision.stable_target, settings, decision.stable_replicas, stable_now
+        )
+    ]
+    absent: list[tuple[str, str, str]] = []
+    if decision.canary_target is not None:
+        deployments.append(
+            desired_deployment(
+                md, CANARY, decision.canary_target, settings, decision.canary_replicas, canary_now
+            )
+        )
+    else:
+        absent.append(("apps/v1", "Deployment", deployment_name(md, CANARY)))
+    extra: list[dict[str, Any]] = []
+    route = build_route(md, decision.weight)
+    if route is not None:
+        extra += [build_service(md, STABLE, settings), build_service(md, CANARY, settings), route]
+    else:
+        absent += [("v1", "Service", service_name(md, t)) for t in (STABLE, CANARY)]
+        if md.spec.rollout.strategy == "Canary":
+            # Not watched, so read each time: only where a route is likely to have existed
+            # (the resync removes one left behind by a change of strategy).
+            absent.append((ROUTE_API_VERSION, "HTTPRoute", name_of(md)))
+    return Plan(decision, obs, deployments, extra, absent, canary_now)
+
+
+def routing_error(refused: list[str]) -> str | None:
+    """A user-facing message when the HTTPRoute was refused (e.g. no Gateway API CRDs)."""
+    for message in refused:
+        if "HTTPRoute/" not in message:
+            continue
+        if "could not find the requested resource" in message or "does not serve" in message:
+            return (
+                "the cluster has no Gateway API HTTPRoute (gateway.networking.k8s.io/v1): "
+                "install the Gateway API CRDs, or remove spec.rollout.trafficRouting to split "
+                "traffic by replica ratio"
+            )
+        return message
+    return None
