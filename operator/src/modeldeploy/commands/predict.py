@@ -220,5 +220,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     metadata = {} if isinstance(rows, dict) else _http("GET", model_url, None, args.timeout)
     request = build_request(rows, metadata)
     response = _http("POST", f"{model_url}/infer", request, args.timeout)
-    print(json.dumps(response, indent=2), file=out)
+    print(readable_json(response), file=out)
     return 0
+
+
+def readable_json(value: Any, indent: str = "") -> str:
+    """JSON indented like ``json.dumps(indent=2)``, but lists of numbers or strings (tensor
+    data, shapes) on one line each, so a response fits on a screen."""
+    inner = indent + "  "
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(k)}: {readable_json(v, inner)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+        items = [f"{inner}{readable_json(v, inner)}" for v in value]
+        return "[\n" + ",\n".join(items) + f"\n{indent}]"
+    return json.dumps(value)

@@ -1,0 +1,173 @@
+"""The status table from stored objects: every field in its place, missing ones tolerated."""
+
+from __future__ import annotations
+
+import copy
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from modeldeploy.api import ModelDeployment
+from modeldeploy.commands.control import annotation_patch, consequence
+from modeldeploy.commands.status import machine_view, render
+
+NOW = datetime(2025, 1, 2, 3, 9, 5, tzinfo=UTC)  # five minutes after the times below
+
+
+def full_status() -> dict[str, Any]:
+    """A status with every field the table shows (the API models accept it: checked below)."""
+    time = "2025-01-02T03:04:05Z"
+    model = {"uri": "s3://models/iris/2/model.onnx", "sha256": "b" * 64, "version": "2"}
+    return {
+        "observedGeneration": 2,
+        "phase": "Progressing",
+        "conditions": [
+            {"type": "Ready", "status": "True", "observedGeneration": 2,
+             "reason": "MinimumReplicasReady", "message": "2 of 2 pods ready",
+             "lastTransitionTime": time},
+        ],
+        "replicas": 3,
+        "readyReplicas": 3,
+        "url": "http://case.default.svc:8080/v2/models/iris",
+        "stable": {**model, "templateHash": "abc"},
+        "canary": {
+            "uri": "s3://models/iris/3/model.onnx", "sha256": "a" * 64, "version": "3",
+            "templateHash": "abc", "weight": 10, "stepIndex": 1, "failedChecks": 1,
+            "analysis": [
+                {"name": "error-rate", "value": 0.02, "max": 0.01, "result": "Failed",
+                 "time": time},
+                {"name": "custom", "min": 0.5, "max": 2.5, "result": "Inconclusive",
+                 "time": time, "message": "no data"},
+            ],
+            "startedAt": time,
+            "stepStartedAt": time,
+        },
+        "history": [
+            {"model": model, "result": "Promoted", "reason": "AnalysisPassed",
+             "message": "all steps passed", "startedAt": "2025-01-01T00:00:00Z", "time": time},
+        ],
+    }  # fmt: skip
+
+
+def stored(status: dict[str, Any] | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "serving.modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "iris", "namespace": "ml", "generation": 2},
+        "spec": {
+            "model": {"uri": "s3://models/iris/3/model.onnx", "version": "3"},
+            "rollout": {
+                "strategy": "Canary",
+                "steps": [
+                    {"setWeight": 10},
+                    {"pause": {"duration": "1m"}},
+                    {"setWeight": 50},
+                    {"pause": {}},
+                ],
+                "analysis": {"failureLimit": 2, "metrics": [{"name": "error-rate", "max": 0.01}]},
+            },
+        },
+    }
+    if status is not None:
+        obj["status"] = status
+    return obj
+
+
+def test_full_status_shows_every_part() -> None:
+    obj = stored(full_status())
+    ModelDeployment.model_validate(obj)  # the fixture is a real object of the API
+    text = render(obj, now=NOW)
+    lines = text.splitlines()
+    assert "Phase:         Progressing" in lines
+    assert "Replicas:      3/3 ready" in lines
+    assert "URL:           http://case.default.svc:8080/v2/models/iris" in lines
+    assert "Stable model:  s3://models/iris/2/model.onnx (version 2) sha256 bbbbbbbbbbbb" in lines
+    assert "Canary:" in lines
+    assert "  Weight:        10%" in lines
+    assert "  Step:          2 of 4 (pause 1m)" in lines
+    assert "  Failed checks: 1 of 2 allowed" in lines
+    assert "  Started:       2025-01-02T03:04:05Z (5m ago)" in lines
+    # The analysis table: name, value, bounds, result, and the reason of an inconclusive one.
+    header = lines.index("Last analysis:") + 1
+    assert lines[header].split() == ["METRIC", "VALUE", "MIN", "MAX", "RESULT", "MEASURED",
+                                     "MESSAGE"]  # fmt: skip
+    assert lines[header + 1].split()[:5] == ["error-rate", "0.02", "-", "0.01", "Failed"]
+    assert lines[header + 2].split()[:5] == ["custom", "-", "0.5", "2.5", "Inconclusive"]
+    assert lines[header + 2].endswith("no data")
+    conditions = lines.index("Conditions:") + 1
+    assert lines[conditions + 1].split()[:3] == ["Ready", "True", "MinimumReplicasReady"]
+    assert lines[conditions + 1].endswith("2 of 2 pods ready")
+    history = lines.index("History (newest first):") + 1
+    assert lines[history + 1].split()[:3] == [
+        "Promoted",
+        "AnalysisPassed",
+        "s3://models/iris/2/model.onnx",
+    ]
+    assert lines[history + 1].endswith("all steps passed")
+
+
+def test_columns_line_up() -> None:
+    lines = render(stored(full_status()), now=NOW).splitlines()
+    start = lines.index("Last analysis:") + 1
+    table = lines[start : start + 3]
+    column = table[0].index("RESULT")
+    assert [row[column:].split()[0] for row in table] == ["RESULT", "Failed", "Inconclusive"]
+
+
+def test_no_status_yet_says_so() -> None:
+    text = render(stored(), now=NOW)
+    assert "Phase:         (no status yet: is the operator running?)" in text
+    assert "Canary: none under way" in text
+    assert "Desired model: s3://models/iris/3/model.onnx (version 3)" in text
+    assert "Conditions" not in text and "History" not in text
+
+
+def test_missing_and_new_fields_are_tolerated() -> None:
+    status = full_status()
+    canary = status["canary"]
+    for key in ("failedChecks", "stepStartedAt", "analysis", "sha256"):
+        del canary[key]
+    canary["state"] = "Paused"  # being added to the API
+    canary["pausedBy"] = "someone"  # a field this CLI does not know yet
+    del status["conditions"][0]["reason"]
+    del status["history"][0]["model"]
+    text = render(stored(status), now=NOW)
+    assert re.search(r"^  State: +Paused$", text, re.MULTILINE)
+    assert re.search(r"^  Paused by: +someone$", text, re.MULTILINE)
+    assert "Failed checks" not in text and "Last analysis" not in text
+
+
+def test_a_generation_not_observed_yet_is_pointed_out() -> None:
+    status = full_status()
+    status["observedGeneration"] = 1
+    assert "generation 1 of 2 (operator catching up)" in render(stored(status), now=NOW)
+
+
+def test_machine_view_has_identity_desired_model_and_the_whole_status() -> None:
+    obj = stored(full_status())
+    view = machine_view(obj)
+    assert view == {
+        "name": "iris",
+        "namespace": "ml",
+        "generation": 2,
+        "model": obj["spec"]["model"],
+        "status": full_status(),
+    }
+    assert machine_view(stored())["status"] == {}
+
+
+def test_promote_and_abort_patches_set_one_annotation() -> None:
+    assert annotation_patch("promote") == {
+        "metadata": {"annotations": {"serving.modeldeploy.io/promote": "true"}}
+    }
+    assert annotation_patch("abort") == {
+        "metadata": {"annotations": {"serving.modeldeploy.io/abort": "true"}}
+    }
+
+
+def test_consequences_name_the_models() -> None:
+    obj = stored(copy.deepcopy(full_status()))
+    promote = consequence("promote", obj)
+    assert "s3://models/iris/3/model.onnx (now at 10% of traffic) will be promoted" in promote
+    abort = consequence("abort", obj)
+    assert "all traffic returns to s3://models/iris/2/model.onnx" in abort
