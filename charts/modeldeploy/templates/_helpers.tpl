@@ -65,7 +65,8 @@ app.kubernetes.io/part-of: modeldeploy
 Each rule is what the operator's code does; see docs/operations.md ("RBAC"). */}}
 {{- define "modeldeploy.rules" -}}
 # Watch ModelDeployments (kopf lists, then watches; the resync lists), read the latest one
-# before acting on a burst of events, patch them (kopf keeps its bookkeeping in annotations).
+# before acting on a burst of events, patch them (kopf keeps its bookkeeping in annotations;
+# the operator removes the promote/abort annotations once it has acted on them).
 - apiGroups: ["serving.modeldeploy.io"]
   resources: ["modeldeployments"]
   verbs: ["get", "list", "watch", "patch"]
@@ -79,14 +80,22 @@ Each rule is what the operator's code does; see docs/operations.md ("RBAC"). */}
   resources: ["modeldeployments/finalizers"]
   verbs: ["update"]
 # The children: watched (a changed or deleted child is restored), read, server-side applied
-# (an apply that creates needs "create" as well as "patch"). Deletion of a Deployment or
-# Service is left to the garbage collector (owner references).
+# (an apply that creates needs "create" as well as "patch"). The operator deletes only what
+# a canary rollout leaves behind: the canary Deployment once promoted or rolled back, the
+# per-track Services <name>-stable and <name>-canary once no longer needed (the rollout
+# ended, or trafficRouting was removed). Children go with their owner otherwise (garbage
+# collector).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Canary traffic with spec.rollout.trafficRouting.gatewayAPI: the weighted HTTPRoute, like
+# the other children (and deleted when trafficRouting is removed).
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # An autoscaler or disruption budget is deleted when the spec drops it.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
@@ -94,10 +103,11 @@ Each rule is what the operator's code does; see docs/operations.md ("RBAC"). */}
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Serving pods are listed to explain why they are not ready (e.g. unschedulable).
+# Serving pods are listed, then watched, into a store: it says why pods are not ready (e.g.
+# unschedulable) and when a canary's pods are ready to take traffic.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # An Event for every condition transition (kopf posts core/v1 Events).
 - apiGroups: [""]
   resources: ["events"]

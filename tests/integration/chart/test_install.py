@@ -1,9 +1,9 @@
 """`helm install --wait` as a new user runs it (cluster-wide, defaults), and `helm upgrade`
 leaving an existing ModelDeployment and its pods untouched.
 
-There is no previous chart version yet: the upgrade goes from this chart to this chart with
-changed values (one replica to two, which switches the operator to peering). A test from the
-previous released version to the current one comes with the second release.
+The upgrade here goes from this chart to this chart with changed values (one replica to two,
+which switches the operator to peering); test_upgrade.py upgrades from the previous chart
+version.
 """
 
 from __future__ import annotations
@@ -90,7 +90,12 @@ def test_install_waits_for_the_operator_and_establishes_the_crds(
         ("watch", "customresourcedefinitions.apiextensions.k8s.io", True),
         ("get", "secrets", False),
         ("list", "configmaps", False),
-        ("delete", "deployments.apps", False),
+        ("delete", "deployments.apps", True),  # the canary Deployment, after a rollout
+        ("delete", "services", True),  # the per-track Services, after a rollout
+        ("patch", "httproutes.gateway.networking.k8s.io", True),
+        ("update", "deployments.apps", False),  # server-side apply patches, never updates
+        ("delete", "modeldeployments.serving.modeldeploy.io", False),
+        ("create", "gateways.gateway.networking.k8s.io", False),
         ("list", "namespaces", False),  # only needed when watching some namespaces
         ("list", "nodes", False),
         ("create", "pods", False),

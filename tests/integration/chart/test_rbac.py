@@ -3,7 +3,10 @@ takes a ModelDeployment through its life with no request refused; the same ident
 refused what it does not need.
 
 The chart is installed in namespaced mode with two replicas (Roles, a KopfPeering), so the
-peering rules are exercised too. Canary rollouts (a later issue) will add their own steps.
+peering rules are exercised too. What canary rollouts need beyond that (deleting the canary
+Deployment and the per-track Services, the weighted HTTPRoute, removing the promote/abort
+annotations) is shown here with real requests made as that identity; a whole canary run under
+it belongs with the rollout tests.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ MODEL_A = "https://models.example.com/iris/1/model.onnx"
 MODEL_B = "https://models.example.com/iris/2/model.onnx"
 
 # Every write the operator made, as (verb, apiGroup, resource, subresource): each write rule of
-# the Role must show up here, or the Role grants more than is used.
+# the Role must show up here, or the Role grants more than is used. The canary rollout's
+# writes (deleting Deployments and Services, HTTPRoutes) are not made by this lifecycle.
 EXPECTED_WRITES = {
     ("patch", "serving.modeldeploy.io", "modeldeployments", ""),  # kopf's annotations
     ("patch", "serving.modeldeploy.io", "modeldeployments", "status"),
@@ -200,9 +204,14 @@ def test_the_operator_needs_nothing_more_than_the_chart_grants(
         ["create", "configmap", "x", "--from-literal=a=b", "-n", "{app}"],
         ["delete", "pod", "some-pod", "-n", "{app}"],
         ["get", "pods", "some-pod", "-n", "{app}"],
-        ["delete", "deployment", "some-deployment", "-n", "{app}"],
+        ["delete", "deployment", "some-deployment", "-n", "{release}"],
+        ["delete", "service", "some-service", "-n", "{release}"],
         ["create", "deployment", "x", "--image=nginx", "-n", "{release}"],
         ["get", "deployments", "-n", "{release}"],
+        ["get", "httproutes", "-n", "{release}"],
+        ["get", "gateways", "-n", "{app}"],
+        ["get", "referencegrants", "-n", "{app}"],
+        ["delete", "modeldeployment", "some-model", "-n", "{app}"],
         ["get", "modeldeployments", "-n", "{release}"],
         ["get", "modeldeployments", "--all-namespaces"],
         ["get", "nodes"],
@@ -213,6 +222,7 @@ def test_the_operator_needs_nothing_more_than_the_chart_grants(
     ],
     ids=lambda r: " ".join(r[:3]).replace("{app}", "app").replace("{release}", "release"),
 )
+@pytest.mark.usefixtures("gateway_api")  # Gateway API kinds exist: refused, not unknown
 def test_the_operator_identity_is_refused_what_it_does_not_need(
     cluster: Any, install: Install, request_: list[str]
 ) -> None:
@@ -220,6 +230,111 @@ def test_the_operator_identity_is_refused_what_it_does_not_need(
     result = as_operator(cluster, install, *args)
     assert result.returncode != 0, result.stdout
     assert "forbidden" in result.stderr.lower(), result.stderr
+
+
+def _canary_children(app: str) -> list[dict[str, Any]]:
+    """What a canary rollout with Gateway API traffic writes, shaped as the operator does."""
+    labels = {"app.kubernetes.io/managed-by": "modeldeploy"}
+
+    def service(track: str) -> dict[str, Any]:
+        selector = {
+            "serving.modeldeploy.io/deployment": "probe",
+            "serving.modeldeploy.io/track": track,
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"probe-{track}", "namespace": app, "labels": labels},
+            "spec": {"selector": selector, "ports": [{"name": "http", "port": 8080}]},
+        }
+
+    canary = {
+        "serving.modeldeploy.io/deployment": "probe",
+        "serving.modeldeploy.io/track": "canary",
+    }
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "probe-canary", "namespace": app, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": canary},
+                "template": {
+                    "metadata": {"labels": canary},
+                    "spec": {"containers": [{"name": "server", "image": "example.com/server:1"}]},
+                },
+            },
+        },
+        service("stable"),
+        service("canary"),
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "probe", "namespace": app, "labels": labels},
+            "spec": {
+                "parentRefs": [{"name": "public", "namespace": "gateways"}],
+                "rules": [
+                    {
+                        "backendRefs": [
+                            {"name": "probe-stable", "port": 8080, "weight": 90},
+                            {"name": "probe-canary", "port": 8080, "weight": 10},
+                        ]
+                    }
+                ],
+            },
+        },
+    ]
+
+
+@pytest.mark.usefixtures("gateway_api")
+def test_the_operator_identity_can_do_what_canary_rollouts_need(
+    cluster: Any, install: Install
+) -> None:
+    """Real requests as the operator: apply the canary children, move the weights, watch the
+    route, remove an acted-upon annotation, delete what a finished rollout leaves behind."""
+    app = install.app
+
+    def ok(*args: str, input: str | None = None) -> str:
+        result = subprocess.run(
+            [str(cluster.tool("kubectl")), f"--kubeconfig={install.kubeconfig}", *args],
+            input=input, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    apply = ("apply", "--server-side", "--field-manager=modeldeploy", "-f", "-")
+    children = _canary_children(app)
+    ok(*apply, input=json.dumps({"apiVersion": "v1", "kind": "List", "items": children}))
+    route = children[-1]
+    route["spec"]["rules"][0]["backendRefs"][0]["weight"] = 50
+    route["spec"]["rules"][0]["backendRefs"][1]["weight"] = 50
+    ok(*apply, input=json.dumps(route))
+    listed = json.loads(ok("get", "httproutes", "-n", app, "-o", "json"))["items"]
+    assert [r["weight"] for r in listed[0]["spec"]["rules"][0]["backendRefs"]] == [50, 50]
+    watched = ok(
+        "get", "--raw",
+        f"/apis/gateway.networking.k8s.io/v1/namespaces/{app}/httproutes?watch=1&timeoutSeconds=1",
+    )  # fmt: skip
+    assert '"type":"ADDED"' in watched
+
+    # The promote annotation, removed once acted upon (a patch of the ModelDeployment).
+    apply_md(cluster, app, "canary-rbac", {"model": {"uri": MODEL_A}})
+    cluster.kubectl(
+        "annotate", "mdep", "canary-rbac", "-n", app, "serving.modeldeploy.io/promote=true"
+    )
+    ok("annotate", "mdep", "canary-rbac", "-n", app, "serving.modeldeploy.io/promote-")
+    md = get(cluster, "mdep", app, "canary-rbac")
+    assert md is not None
+    assert "serving.modeldeploy.io/promote" not in md["metadata"].get("annotations", {})
+
+    # The rollout is over: its canary Deployment, per-track Services and route go.
+    ok("delete", "deployment/probe-canary", "service/probe-stable", "service/probe-canary",
+       "httproute/probe", "-n", app)  # fmt: skip
+    for kind, name in (("deployment", "probe-canary"), ("service", "probe-canary"),
+                       ("httproute", "probe")):  # fmt: skip
+        assert get(cluster, kind, app, name) is None
+    cluster.kubectl("delete", "mdep", "canary-rbac", "-n", app, "--wait=false")
 
 
 # Granted to every authenticated user by Kubernetes' default roles, not by the chart.
@@ -246,11 +361,12 @@ def test_the_api_server_reports_exactly_the_chart_grants(cluster: Any, install: 
         ("modeldeployments.serving.modeldeploy.io", ""): "get list watch patch",
         ("modeldeployments.serving.modeldeploy.io/status", ""): "patch",
         ("modeldeployments.serving.modeldeploy.io/finalizers", ""): "update",
-        ("deployments.apps", ""): "get list watch create patch",
-        ("services", ""): "get list watch create patch",
+        ("deployments.apps", ""): "get list watch create patch delete",
+        ("services", ""): "get list watch create patch delete",
+        ("httproutes.gateway.networking.k8s.io", ""): "get list watch create patch delete",
         ("horizontalpodautoscalers.autoscaling", ""): "get list watch create patch delete",
         ("poddisruptionbudgets.policy", ""): "get list watch create patch delete",
-        ("pods", ""): "list",
+        ("pods", ""): "list watch",
         ("events", ""): "create",
         ("kopfpeerings.kopf.dev", ""): "list watch",
         ("kopfpeerings.kopf.dev", RELEASE): "get patch",

@@ -24,8 +24,14 @@ CORE_RULES = {
     ("serving.modeldeploy.io", "modeldeployments", ("get", "list", "watch", "patch"), ()),
     ("serving.modeldeploy.io", "modeldeployments/status", ("patch",), ()),
     ("serving.modeldeploy.io", "modeldeployments/finalizers", ("update",), ()),
-    ("apps", "deployments", ("get", "list", "watch", "create", "patch"), ()),
-    ("", "services", ("get", "list", "watch", "create", "patch"), ()),
+    ("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete"), ()),
+    ("", "services", ("get", "list", "watch", "create", "patch", "delete"), ()),
+    (
+        "gateway.networking.k8s.io",
+        "httproutes",
+        ("get", "list", "watch", "create", "patch", "delete"),
+        (),
+    ),
     (
         "autoscaling",
         "horizontalpodautoscalers",
@@ -33,7 +39,7 @@ CORE_RULES = {
         (),
     ),
     ("policy", "poddisruptionbudgets", ("get", "list", "watch", "create", "patch", "delete"), ()),
-    ("", "pods", ("list",), ()),
+    ("", "pods", ("list", "watch"), ()),
     ("", "events", ("create",), ()),
 }
 CRD_RULE = ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"), ())
