@@ -10,13 +10,45 @@ from types import ModuleType
 from modeldeploy import __version__
 from modeldeploy.commands import CommandError, control, export, predict, status
 
-# name -> (module with add_arguments/run, one-line help)
-USER_COMMANDS: dict[str, tuple[ModuleType, str]] = {
-    "export": (export, "convert a scikit-learn model to ONNX, check it, write its profile"),
-    "status": (status, "show a ModelDeployment: phase, conditions, canary, analysis, history"),
-    "promote": (control, "promote the canary under way now"),
-    "abort": (control, "roll the canary under way back"),
-    "predict": (predict, "send an Open Inference Protocol request and print the answer"),
+# name -> (module with add_arguments/run, one-line help, description)
+USER_COMMANDS: dict[str, tuple[ModuleType, str, str]] = {
+    "export": (
+        export,
+        "convert a scikit-learn model to ONNX, check it, write its profile",
+        "Convert a fitted scikit-learn model to ONNX with skl2onnx, check the ONNX model "
+        "against scikit-learn on the sample (labels identical, probabilities and regression "
+        "outputs within the tolerance), write it with its training profile, and print both "
+        "sha256 and a ModelDeployment ready to apply. Loading a joblib or pickle file runs "
+        "its code: export only models you trust.",
+    ),
+    "status": (
+        status,
+        "show a ModelDeployment: phase, conditions, canary, analysis, history",
+        "Show a ModelDeployment's state: phase, replicas, URL, the stable model, the canary "
+        "under way (weight, step, failed checks, the last analysis values), conditions and "
+        "the last rollouts.",
+    ),
+    "promote": (
+        control,
+        "promote the canary under way now",
+        "Promote the canary under way now, skipping its remaining steps: sets the "
+        "serving.modeldeploy.io/promote annotation, which the operator acts on.",
+    ),
+    "abort": (
+        control,
+        "roll the canary under way back",
+        "Roll the canary under way back to the stable model: sets the "
+        "serving.modeldeploy.io/abort annotation, which the operator acts on.",
+    ),
+    "predict": (
+        predict,
+        "send an Open Inference Protocol request and print the answer",
+        "Send rows to a served model over the Open Inference Protocol (v2) and print the "
+        "response. The input's name, datatype and shape come from the model's metadata. "
+        "Without --url the ModelDeployment's status.url is used: the in-cluster Service, "
+        "reachable from inside the cluster; from outside, run kubectl port-forward "
+        "svc/NAME 8080:8080 and pass --url http://127.0.0.1:8080.",
+    ),
 }
 
 
@@ -34,16 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         operator.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     else:
         add_arguments(operator)
-    for name, (module, summary) in USER_COMMANDS.items():
-        module.add_arguments(
-            commands.add_parser(name, help=summary, description=_description(module, summary))
-        )
+    for name, (module, summary, description) in USER_COMMANDS.items():
+        module.add_arguments(commands.add_parser(name, help=summary, description=description))
     return parser
-
-
-def _description(module: ModuleType, summary: str) -> str:
-    doc = (module.__doc__ or "").strip()
-    return doc.split("\n\n", 1)[1].replace("\n", " ") if "\n\n" in doc else summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         from modeldeploy.runner import run_operator
 
         return run_operator(args)
-    module, _ = USER_COMMANDS[args.command]
+    module, _, _ = USER_COMMANDS[args.command]
     try:
         code: int = module.run(args)
     except CommandError as error:

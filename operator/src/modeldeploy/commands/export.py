@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "rows by features, a few hundred rows of training data is typical)",
     )
     parser.add_argument(
-        "--output", "-o", type=Path, default=Path("model.onnx"), help="ONNX file to write"
+        "--output", type=Path, default=Path("model.onnx"), help="ONNX file to write"
     )
     parser.add_argument(
         "--profile",
