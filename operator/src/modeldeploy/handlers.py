@@ -16,7 +16,15 @@ from typing import Any
 
 import kopf
 
-from modeldeploy.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from modeldeploy.api import (
+    ABORT_ANNOTATION,
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    PROMOTE_ANNOTATION,
+    VERSION,
+)
 from modeldeploy.dispatch import Dispatcher, PodWatch
 from modeldeploy.kube import Kube, api_client_from_environment, is_transient
 from modeldeploy.metrics import serve as serve_metrics
@@ -33,7 +41,8 @@ CHILD_KINDS = (
     ("autoscaling", "v2", "horizontalpodautoscalers"),
     ("policy", "v1", "poddisruptionbudgets"),
 )
-LEGACY_DIFFBASE = "serving.modeldeploy.io/last-handled-configuration"
+PREFIX = "serving.modeldeploy.io"
+LEGACY_DIFFBASE = f"{PREFIX}/last-handled-configuration"
 REQUEUE_RETRY_SECONDS = 2.0
 """When the peering object cannot be read, due reconciles are looked at again this much later."""
 
@@ -68,6 +77,52 @@ class RememberedDiffBase(kopf.DiffBaseStorage):
         self._essences.pop(uid, None)
 
 
+class RememberedProgress(kopf.ProgressStorage):
+    """kopf's per-handler progress, kept in memory: with annotations, kopf marks every object
+    it handles (one PATCH each). Our handlers never fail or retry through kopf (the dispatcher
+    retries), so a record lives only between a handler's start and its end."""
+
+    def __init__(self) -> None:
+        self._records: dict[tuple[str, str], kopf.ProgressRecord] = {}
+        self._annotations = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+
+    def fetch(self, *, key: kopf.HandlerId, body: kopf.Body) -> kopf.ProgressRecord | None:
+        return self._records.get((str(body.metadata.uid), key))
+
+    def store(
+        self,
+        *,
+        key: kopf.HandlerId,
+        record: kopf.ProgressRecord,
+        body: kopf.Body,
+        patch: kopf.Patch,
+    ) -> None:
+        self._records[(str(body.metadata.uid), key)] = record
+
+    def purge(self, *, key: kopf.HandlerId, body: kopf.Body, patch: kopf.Patch) -> None:
+        self._records.pop((str(body.metadata.uid), key), None)
+
+    def touch(self, *, body: kopf.Body, patch: kopf.Patch, value: str | None) -> None:
+        # Only for a delayed handler, which needs a write to be woken: never ours.
+        self._annotations.touch(body=body, patch=patch, value=value)
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        # kopf drops every annotation under our prefix from the essence it diffs; the
+        # promote/abort annotations are the user's and must count as a change.
+        annotations = dict(essence.get("metadata", {}).get("annotations", {}))
+        kept = {
+            k: annotations[k] for k in (PROMOTE_ANNOTATION, ABORT_ANNOTATION) if k in annotations
+        }
+        essence = self._annotations.clear(essence=essence)
+        if kept:
+            essence.setdefault("metadata", {}).setdefault("annotations", {}).update(kept)
+        return essence
+
+    def forget(self, uid: str) -> None:
+        for key in [k for k in list(self._records) if k[0] == uid]:
+            self._records.pop(key, None)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """The one place where the operator is configured."""
@@ -79,12 +134,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if config.metrics_address and not memo.get("metrics_started"):
         serve_metrics(config.metrics_address, memo["dispatcher"].statuses)
         memo["metrics_started"] = True
-    # No finalizers (children are garbage-collected) and no annotation per handled change.
-    memo["diffbase"] = RememberedDiffBase()
+    # No finalizers (children are garbage-collected), and kopf's bookkeeping in memory, not in
+    # annotations: handling an object costs it no write.
+    memo["diffbase"], memo["progress"] = RememberedDiffBase(), RememberedProgress()
     settings.persistence.diffbase_storage = memo["diffbase"]
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix="serving.modeldeploy.io"
-    )
+    settings.persistence.progress_storage = memo["progress"]
     settings.posting.level = logging.INFO
     # Events say who wrote them: `kubectl describe mdep` shows "modeldeploy", not "kopf".
     settings.posting.reporting_component = "modeldeploy"
@@ -147,6 +201,7 @@ def forget_deleted(type: str, uid: str, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         memo["dispatcher"].forget(uid)
         memo["diffbase"].forget(uid)
+        memo["progress"].forget(uid)
 
 
 def _leads(kube: Kube, config: OperatorSettings) -> bool:
