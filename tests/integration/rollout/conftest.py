@@ -1,0 +1,152 @@
+"""Canary rollouts against the real control plane, a real Prometheus and real servers.
+
+Pods are simulated by KWOK, so real ``modeldeploy-server`` processes stand in for the stable
+and canary pods: their metrics carry the ModelDeployment's name and the track, Prometheus
+scrapes them with the namespace label a ServiceMonitor would add, and a load thread sends them
+real inference requests. The operator reads the analysis from that Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.operator.conftest import OPERATOR_USER, watching
+from tests.integration.server.conftest import ServerProcess
+from tests.support.operator_process import OperatorProcess, wait_for
+
+OLD = "https://models.example.com/iris/1/model.onnx"
+NEW = "https://models.example.com/iris/2/model.onnx"
+BODY = {"inputs": [{"name": "X", "shape": [2, 4], "datatype": "FP32", "data": [0.5] * 8}]}
+
+
+def get(cluster: Any, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    result = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def apply_md(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    manifest = {
+        "apiVersion": "serving.modeldeploy.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def set_model(cluster: Any, namespace: str, name: str, uri: str) -> None:
+    patch = json.dumps({"spec": {"model": {"uri": uri}}})
+    cluster.kubectl("patch", "mdep", name, "-n", namespace, "--type=merge", "-p", patch)
+
+
+def condition(md: dict[str, Any] | None, kind: str) -> dict[str, Any]:
+    for c in (md or {}).get("status", {}).get("conditions", []):
+        if c["type"] == kind:
+            return dict(c)
+    return {}
+
+
+def status_of(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    md = get(cluster, "mdep", namespace, name) or {}
+    return dict(md.get("status") or {})
+
+
+def wait_stable(cluster: Any, namespace: str, name: str, uri: str, timeout: float = 60) -> Any:
+    """Until the ModelDeployment is Ready, with no rollout, serving ``uri`` on the stable track."""
+
+    def check() -> dict[str, Any] | None:
+        md = get(cluster, "mdep", namespace, name)
+        status = (md or {}).get("status") or {}
+        done = (
+            condition(md, "Ready").get("status") == "True"
+            and not status.get("canary")
+            and status.get("stable", {}).get("uri") == uri
+            and status.get("observedGeneration") == (md or {})["metadata"]["generation"]
+        )
+        return md if done else None
+
+    return wait_for(check, timeout, f"{name} stable on {uri}")
+
+
+class Load:
+    """Inference requests to each server, one after another, until stopped."""
+
+    def __init__(self, servers: dict[str, ServerProcess]) -> None:
+        self.servers = servers
+        self.answers: Counter[tuple[str, int]] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with requests.Session() as session:
+            while not self._stop.is_set():
+                for track, server in self.servers.items():
+                    url = f"{server.url}/v2/models/{server.name}/infer"
+                    try:
+                        code = session.post(url, json=BODY, timeout=10).status_code
+                    except requests.RequestException:
+                        code = 0
+                    self.answers[(track, code)] += 1
+                self._stop.wait(0.02)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+@pytest.fixture
+def tracks(tmp_path: Path) -> Iterator[Any]:
+    """``tracks(name, {"stable": model, "canary": model})``: a server per track, standing in
+    for the pods of ModelDeployment ``name``; stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def start(name: str, models: dict[str, Path]) -> dict[str, ServerProcess]:
+        servers = {}
+        for track, model in models.items():
+            server = ServerProcess(
+                model,
+                tmp_path / f"{track}.log",
+                name="classifier",
+                env={"MODELDEPLOY_DEPLOYMENT_NAME": name, "MODELDEPLOY_TRACK": track},
+            )
+            started.append(server)
+            servers[track] = server
+        for server in servers.values():
+            server.wait_for("/v2/health/live", 200)
+        return servers
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def rollout_operator(
+    cluster: Any, namespace: str, modeldeployment_crd: str, tmp_path: Path
+) -> Iterator[Any]:
+    """``rollout_operator()`` starts an operator for the test's namespace (again after a
+    ``stop()``, to test a restart); all are stopped after the test."""
+    kubeconfig = cluster.user_kubeconfig(OPERATOR_USER, ["system:masters"])
+    started: list[OperatorProcess] = []
+
+    def start() -> OperatorProcess:
+        process = watching(kubeconfig, namespace, tmp_path / f"operator-{len(started)}.log")
+        process.start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
