@@ -2,7 +2,8 @@
 
 Every ``serve`` option can also be set as ``MODELDEPLOY_SERVER_<NAME>`` (``--http-port``
 is ``MODELDEPLOY_SERVER_HTTP_PORT``); the command line wins. ``fetch`` reads
-``MODELDEPLOY_SERVER_MODEL_URI``, ``MODELDEPLOY_SERVER_SHA256`` and
+``MODELDEPLOY_SERVER_MODEL_URI``, ``MODELDEPLOY_SERVER_SHA256``,
+``MODELDEPLOY_SERVER_PROFILE_URI``, ``MODELDEPLOY_SERVER_PROFILE_SHA256`` and
 ``MODELDEPLOY_SERVER_DEST`` the same way, so an init container and the server can share
 one environment.
 """
@@ -36,6 +37,12 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ("--model-uri", {}, "plain path, file://, pvc://claim/path, http(s)://, s3://bucket/key"),
     ("--model-version", {}, "informative version, reported in metadata and metrics"),
     ("--sha256", {}, "refuse to serve a model file whose sha256 differs"),
+    ("--profile-uri", {},
+     "the model's training profile (model.profile.json), any --model-uri scheme"),
+    ("--profile-sha256", {}, "refuse a profile file whose sha256 differs"),
+    ("--quality-policy", {"choices": ["observe", "reject"]},
+     "inputs outside the profile: only counted (observe), or refused with 422 (reject)"),
+    ("--drift-window", {"type": int}, "recent values per feature and worker scored for drift"),
     ("--host", {}, "address to listen on"),
     ("--http-port", {"type": int}, "inference port"),
     ("--metrics-port", {"type": int}, "Prometheus metrics port"),
@@ -77,15 +84,20 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def _fetch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "fetch",
-        help="download a model, verify its sha256 and place it atomically",
-        description="Fetch a model for the server (the pod's init container).",
+        help="download a model (and its profile), verify the sha256 and place it atomically",
+        description="Fetch a model, its training profile or both for the server (the pod's "
+        "init container). Each is verified and placed like the other; the model first.",
         epilog=FETCH_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model-uri", help="file://, path, pvc://, http(s)://, s3://")
     p.add_argument("--sha256", help="expected hex digest; nothing is placed on mismatch")
     p.add_argument("--dest", help="destination directory")
-    p.add_argument("--filename", default="model.onnx", help="name of the placed file")
+    p.add_argument("--filename", default="model.onnx", help="name of the placed model file")
+    p.add_argument("--profile-uri", help="the model's training profile, any --model-uri scheme")
+    p.add_argument("--profile-sha256", help="expected hex digest of the profile")
+    p.add_argument("--profile-filename", default="model.profile.json",
+                   help="name of the placed profile file")  # fmt: skip
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per network operation")
     p.add_argument("--attempts", type=int, default=5, help="tries for transient failures")
     p.add_argument("--log-format", choices=["json", "text"], default=None)
@@ -134,21 +146,32 @@ def _fetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     env = os.environ
     uri = args.model_uri or env.get(ENV_PREFIX + "MODEL_URI")
     sha256 = args.sha256 or env.get(ENV_PREFIX + "SHA256") or None
+    profile_uri = args.profile_uri or env.get(ENV_PREFIX + "PROFILE_URI")
+    profile_sha256 = args.profile_sha256 or env.get(ENV_PREFIX + "PROFILE_SHA256") or None
     dest = args.dest or env.get(ENV_PREFIX + "DEST")
     log_format = args.log_format or env.get(ENV_PREFIX + "LOG_FORMAT") or "json"
-    if not uri or not dest:
-        parser.error("fetch needs --model-uri and --dest")
-    if sha256 is not None and (
-        len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)
-    ):
-        parser.error("--sha256 must be 64 hexadecimal characters")
+    if not (uri or profile_uri) or not dest:
+        parser.error("fetch needs --dest and --model-uri, --profile-uri or both")
+    for flag, digest in (("--sha256", sha256), ("--profile-sha256", profile_sha256)):
+        if digest is not None and (
+            len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest)
+        ):
+            parser.error(f"{flag} must be 64 hexadecimal characters")
+    if profile_sha256 is not None and not profile_uri:
+        parser.error("--profile-sha256 is given without --profile-uri")
     if args.attempts < 1 or args.timeout <= 0:
         parser.error("--attempts must be >= 1 and --timeout > 0")
     configure_logging(log_format, "info", {"command": "fetch"})
     log = logging.getLogger("modeldeploy_server.fetch")
+    jobs = [
+        ("model", uri, sha256, args.filename),
+        ("profile", profile_uri, profile_sha256, args.profile_filename),
+    ]
     try:
-        fetch(uri, Path(dest), sha256=sha256, filename=args.filename, timeout=args.timeout,
-              attempts=args.attempts)  # fmt: skip
+        for what, source, digest, filename in jobs:
+            if source:
+                fetch(source, Path(dest), sha256=digest, filename=filename,
+                      timeout=args.timeout, attempts=args.attempts, what=what)  # fmt: skip
     except FetchError as exc:
         log.error(str(exc), extra={"fields": {"error": exc.kind, "exit_code": exc.exit_code}})
         return exc.exit_code

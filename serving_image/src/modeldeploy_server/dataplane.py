@@ -19,6 +19,9 @@ from . import __version__
 from .batching import Batcher
 from .errors import BadRequest, Forbidden, ModelLoadError, ModelNotReady, NotFound
 from .metrics import WorkerMetrics
+from .monitor import ModelMonitor, build_monitor
+from .profile import Profile
+from .quality import QualityOptions
 from .runtime import Model
 from .tensors import InferRequest, InferResult, Tensor, TensorSpec
 from .types import (
@@ -74,6 +77,7 @@ class ModelSlot:
         self.input_specs: dict[str, TensorSpec] = {}
         self.output_names: list[str] = []
         self.output_datatypes: dict[str, str] = {}
+        self.monitor: ModelMonitor | None = None
 
 
 class DataPlane:
@@ -84,18 +88,25 @@ class DataPlane:
         slot: ModelSlot,
         metrics: WorkerMetrics,
         batching: BatchingOptions,
+        quality: QualityOptions | None = None,
     ) -> None:
         self.slot = slot
         self.metrics = metrics
         self.batching = batching
+        self.quality = quality or QualityOptions()
         self.draining = False
         self.peers_ready = True
         """False while other workers of the same server may still be loading (the
         supervisor sets it): readiness is the pod's, not one worker's."""
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def load(self, model: Model, identity: ModelIdentity) -> None:
-        """Load ``model`` in a thread (the loop keeps answering health checks)."""
+    async def load(
+        self, model: Model, identity: ModelIdentity, profile: Profile | None = None
+    ) -> None:
+        """Load ``model`` in a thread (the loop keeps answering health checks).
+
+        With a training ``profile``, the model is only served if the profile describes it.
+        """
         slot = self.slot
         slot.state = ModelState.LOADING
         slot.reason = "loading"
@@ -110,8 +121,15 @@ class DataPlane:
             self.fail(f"unexpected error while loading: {type(exc).__name__}: {exc}")
             return
         seconds = time.perf_counter() - started
+        try:
+            monitor = build_monitor(slot.name, model, profile, self.quality)
+        except ModelLoadError as exc:
+            model.unload()
+            self.fail(str(exc))
+            return
         warmup = getattr(model, "warmup_seconds", None)
         slot.model = model
+        slot.monitor = self.metrics.quality = monitor
         slot.input_specs = {spec.name: spec for spec in model.inputs}
         slot.output_names = [spec.name for spec in model.outputs]
         slot.output_datatypes = {spec.name: spec.datatype for spec in model.outputs}
@@ -139,6 +157,7 @@ class DataPlane:
                     "batchable": model.batchable,
                     "inputs": [[s.name, s.datatype, list(s.shape)] for s in model.inputs],
                     "outputs": [[s.name, s.datatype, list(s.shape)] for s in model.outputs],
+                    "monitoring": monitor.describe() if monitor is not None else None,
                 }
             },
         )
@@ -268,7 +287,17 @@ class DataPlane:
         assert batcher is not None
         inputs, rows = self._check_inputs(slot, request.inputs)
         names, binary = self._select_outputs(slot, request)
-        arrays = await batcher.submit(inputs, names, rows)
+        monitor = slot.monitor
+        if monitor is None:
+            arrays = await batcher.submit(inputs, names, rows)
+        else:
+            monitor.check(inputs)
+            # The predictions are recorded even when the client asked for other outputs.
+            wanted = monitor.prediction_output
+            run = names if wanted is None or wanted in names else [*names, wanted]
+            arrays = await batcher.submit(inputs, run, rows)
+            monitor.observe(run, arrays)
+            arrays = arrays[: len(names)]
         datatypes = slot.output_datatypes
         return InferResult(
             model_name=slot.name,

@@ -45,6 +45,12 @@ class Forbidden(ServerError):
     status = 403
 
 
+class Unprocessable(ServerError):
+    """Well-formed inputs outside the model's training profile, refused by policy (422)."""
+
+    status = 422
+
+
 class PayloadTooLarge(ServerError):
     """The body exceeds ``--max-request-bytes`` (413)."""
 

@@ -176,8 +176,12 @@ def fetch(
     attempts: int = 5,
     environ: Mapping[str, str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    what: str = "model",
 ) -> Path:
-    """Fetch ``uri`` into ``dest_dir/filename``, verified; returns the placed path."""
+    """Fetch ``uri`` into ``dest_dir/filename``, verified; returns the placed path.
+
+    ``what`` names the file in log lines ("model", "profile").
+    """
     env = os.environ if environ is None else environ
     expected = sha256.lower() if sha256 else None
     source_path = local_path(uri, env)
@@ -185,7 +189,7 @@ def fetch(
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
         if expected and target.is_file() and file_sha256(target) == expected:
-            log.info("model already present", extra={"fields": {"path": str(target)}})
+            log.info(f"{what} already present", extra={"fields": {"path": str(target)}})
             return target
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finally
             dir=dest_dir, prefix=f".{filename}.", suffix=".partial", delete=False
@@ -195,7 +199,8 @@ def fetch(
     temporary = Path(handle.name)
     try:
         with handle:
-            log.info("fetching model", extra={"fields": {"uri": _redact(uri), "dest": str(target)}})
+            fields = {"uri": _redact(uri), "dest": str(target)}
+            log.info(f"fetching {what}", extra={"fields": fields})
             if source_path is not None:
                 digest = _copy_local(source_path, uri, handle)
             else:
@@ -210,7 +215,7 @@ def fetch(
             )
         if not expected:
             log.warning(
-                "no sha256 given: the model is not verified",
+                f"no sha256 given: the {what} is not verified",
                 extra={"fields": {"uri": _redact(uri), "sha256": actual}},
             )
         os.replace(temporary, target)
@@ -219,7 +224,7 @@ def fetch(
         raise LocalIOError(f"cannot write {target}: {exc}") from None
     finally:
         temporary.unlink(missing_ok=True)
-    log.info("model placed", extra={"fields": {"path": str(target), "sha256": actual}})
+    log.info(f"{what} placed", extra={"fields": {"path": str(target), "sha256": actual}})
     return target
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import resource
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -23,6 +23,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
+
+from .quality_metrics import QualityAggregate, collect_quality
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01,
@@ -50,6 +52,13 @@ class Histogram:
         self.total += value
 
 
+class QualitySource(Protocol):
+    """What records model-aware metrics (``monitor.ModelMonitor``)."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data for ``QualityAggregate.add``."""
+
+
 class WorkerMetrics:
     """The metrics of one worker process; only its event-loop thread writes them."""
 
@@ -63,6 +72,8 @@ class WorkerMetrics:
         self.inflight: dict[str, int] = {}
         self.load_seconds: dict[str, float] = {}
         self.model_info: dict[tuple[str, str, str, str], int] = {}
+        self.quality: QualitySource | None = None
+        """Set once a model is loaded whose inputs or predictions are monitored."""
 
     def request_started(self, model: str) -> None:
         """An inference request began (in-flight gauge up)."""
@@ -116,6 +127,7 @@ class WorkerMetrics:
             "load_seconds": list(self.load_seconds.items()),
             "model_info": list(self.model_info.items()),
             "rss_bytes": _rss_bytes(),
+            "quality": self.quality.snapshot() if self.quality is not None else None,
         }
 
 
@@ -140,6 +152,7 @@ class Aggregate:
     load_seconds: dict[str, float]
     model_info: dict[tuple[str, str, str, str], int]
     rss_bytes: dict[int, int]
+    quality: QualityAggregate = field(default_factory=QualityAggregate)
 
 
 def _add_histograms(
@@ -173,6 +186,7 @@ def aggregate(snapshots: Iterable[dict[str, Any]]) -> Aggregate:
         for key, value in snap["model_info"]:
             result.model_info[key] = max(result.model_info.get(key, 0), value)
         result.rss_bytes[snap["worker"]] = snap["rss_bytes"]
+        result.quality.add(snap.get("quality"))
     return result
 
 
@@ -186,9 +200,10 @@ def _buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, fl
 
 
 class _Collector:
-    def __init__(self, data: Aggregate, deployment: str, track: str) -> None:
+    def __init__(self, data: Aggregate, deployment: str, track: str, openmetrics: bool) -> None:
         self.data = data
         self.base = [deployment, track]
+        self.openmetrics = openmetrics
 
     def collect(self) -> Iterator[Metric]:
         d, base = self.data, self.base
@@ -252,6 +267,7 @@ class _Collector:
             ["worker"],
             {(str(k),): v for k, v in d.rss_bytes.items()},
         )
+        yield from collect_quality(d.quality, base, self.openmetrics)
 
     def _histogram(
         self,
@@ -279,6 +295,7 @@ class _Collector:
 def render(data: Aggregate, deployment: str, track: str, accept: str | None) -> tuple[bytes, str]:
     """Exposition text (Prometheus or OpenMetrics, per ``Accept``) and its content type."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(data, deployment, track))
     encoder, content_type = choose_encoder(accept or "")
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    registry.register(_Collector(data, deployment, track, openmetrics))
     return encoder(registry), content_type

@@ -54,6 +54,8 @@ def serve(settings: ServerSettings) -> int:
                 "threads_per_worker": threads,
                 "max_batch_size": settings.max_batch_size,
                 "max_batch_delay_ms": settings.max_batch_delay_ms,
+                "profile_uri": settings.profile_uri,
+                "quality_policy": settings.quality_policy if settings.profile_uri else None,
             }
         },
     )
@@ -79,24 +81,34 @@ def serve(settings: ServerSettings) -> int:
     return supervisor.run()
 
 
-def resolve_model(settings: ServerSettings) -> tuple[str, str]:
-    """("load", local path) once the model file is local, or ("fail", reason)."""
+def resolve_model(settings: ServerSettings) -> tuple[str, Any]:
+    """("load", {"model": path, "profile": path or None}) once the files are local, or
+    ("fail", reason). A remote model or profile is downloaded once, here."""
     from .fetch import FetchError, fetch, local_path
 
-    uri = settings.model_uri or ""
-    try:
-        path = local_path(uri)
-        if path is None:
-            digest = (settings.sha256 or "unverified")[:16]
-            path = fetch(
-                uri,
-                Path(settings.model_cache_dir),
-                sha256=settings.sha256,
-                filename=f"{settings.served_name()}-{digest}.onnx",
-            )
-    except FetchError as exc:
-        return "fail", f"cannot fetch the model ({exc.kind}): {exc}"
-    return "load", str(path)
+    files: dict[str, str | None] = {"model": None, "profile": None}
+    for what, uri, sha256, suffix in (
+        ("model", settings.model_uri or "", settings.sha256, "onnx"),
+        ("profile", settings.profile_uri, settings.profile_sha256, "profile.json"),
+    ):
+        if not uri:
+            continue
+        try:
+            path = local_path(uri)
+            if path is None:
+                digest = (sha256 or "unverified")[:16]
+                path = fetch(
+                    uri,
+                    Path(settings.model_cache_dir),
+                    sha256=sha256,
+                    filename=f"{settings.served_name()}-{digest}.{suffix}",
+                    what=what,
+                )
+        except FetchError as exc:
+            name = "model" if what == "model" else "training profile"
+            return "fail", f"cannot fetch the {name} ({exc.kind}): {exc}"
+        files[what] = str(path)
+    return "load", files
 
 
 def worker_entry(settings: ServerSettings, index: int, threads: int, control: Connection) -> None:
@@ -127,6 +139,8 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
     """Metrics, data plane, runtime and HTTP app of one worker, with its callbacks."""
     from .dataplane import BatchingOptions, DataPlane, ModelIdentity, ModelSlot
     from .metrics import WorkerMetrics
+    from .profile import ProfileError, read_profile
+    from .quality import QualityOptions
     from .rest import RestApp
     from .runtime.onnx import OnnxModel
     from .worker import WorkerCallbacks
@@ -141,6 +155,7 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
             max_delay=settings.max_batch_delay_ms / 1000.0,
             inline_threshold=settings.inline_inference_ms / 1000.0,
         ),
+        QualityOptions(policy=settings.quality_policy, window=settings.drift_window),
     )
     dataplane.peers_ready = False  # until the supervisor says every worker has the model
     app = RestApp(dataplane, metrics, max_request_bytes=settings.max_request_bytes)
@@ -160,14 +175,21 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
         if kind == "peers-ready":
             dataplane.peers_ready = True
         if kind == "load":
+            profile = None
+            if value["profile"] is not None:
+                try:
+                    profile = read_profile(Path(value["profile"]), sha256=settings.profile_sha256)
+                except ProfileError as exc:
+                    dataplane.fail(f"training profile {settings.profile_uri}: {exc}")
+                    return None
             model = OnnxModel(
                 name,
-                Path(value),
+                Path(value["model"]),
                 version=settings.model_version,
                 sha256=settings.sha256,
                 threads=threads,
             )
-            task = asyncio.get_running_loop().create_task(dataplane.load(model, identity))
+            task = asyncio.get_running_loop().create_task(dataplane.load(model, identity, profile))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         elif kind == "fail":

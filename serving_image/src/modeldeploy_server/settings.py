@@ -16,7 +16,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "MODELDEPLOY_SERVER_"
 MAX_DEFAULT_WORKERS = 8
@@ -37,6 +44,12 @@ class ServerSettings(BaseModel):
     )
     model_version: str | None = Field(None, min_length=1, description="Informative version.")
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    profile_uri: str | None = Field(
+        None, min_length=1, description="The model's training profile (model.profile.json)."
+    )
+    profile_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    quality_policy: Literal["observe", "reject"] = "observe"
+    drift_window: int = Field(1000, ge=10, le=1_000_000, description="values per feature")
     host: str = "0.0.0.0"
     http_port: int = Field(8080, ge=0, le=65535)
     metrics_port: int = Field(8082, ge=0, le=65535)
@@ -54,10 +67,19 @@ class ServerSettings(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
 
-    @field_validator("sha256")
+    @field_validator("sha256", "profile_sha256")
     @classmethod
     def _lower(cls, value: str | None) -> str | None:
         return value.lower() if value else value
+
+    @model_validator(mode="after")
+    def _profile_options_need_a_profile(self) -> ServerSettings:
+        if self.profile_uri is None:
+            if self.profile_sha256 is not None:
+                raise ValueError("--profile-sha256 is given without --profile-uri")
+            if self.quality_policy == "reject":
+                raise ValueError("--quality-policy reject needs a training profile (--profile-uri)")
+        return self
 
     def served_name(self) -> str:
         """The model name, defaulting to the model file's stem."""
@@ -85,6 +107,9 @@ def load_settings(
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
+            if not error["loc"]:  # a rule across settings: its message names them
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
             field = ".".join(str(part) for part in error["loc"])
             flag = "--" + field.replace("_", "-")
             given = error.get("input")

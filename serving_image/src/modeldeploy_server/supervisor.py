@@ -96,7 +96,7 @@ class Supervisor:
         options: SupervisorOptions,
         worker_target: Callable[..., Any],
         worker_args: Callable[[int, int], tuple[Any, ...]],
-        resolve_model: Callable[[], tuple[str, str]],
+        resolve_model: Callable[[], tuple[str, Any]],
     ) -> None:
         self.options = options
         self.worker_target = worker_target

@@ -13,6 +13,8 @@ import pytest
 
 from modeldeploy_server.dataplane import BatchingOptions, DataPlane, ModelIdentity, ModelSlot
 from modeldeploy_server.metrics import WorkerMetrics
+from modeldeploy_server.profile import Profile
+from modeldeploy_server.quality import QualityOptions
 from modeldeploy_server.rest import RestApp
 from modeldeploy_server.runtime.onnx import OnnxModel
 
@@ -96,11 +98,13 @@ def make_app(
     sha256: str | None = None,
     max_request_bytes: int = 1 << 20,
     batching: BatchingOptions | None = None,
+    profile: Profile | None = None,
+    quality: QualityOptions | None = None,
 ) -> tuple[AsgiClient, DataPlane, WorkerMetrics]:
     """A loaded model behind the real data plane and HTTP layer, no network."""
     metrics = WorkerMetrics()
-    dataplane = DataPlane(ModelSlot(name, None), metrics, batching or BatchingOptions())
+    dataplane = DataPlane(ModelSlot(name, None), metrics, batching or BatchingOptions(), quality)
     model = OnnxModel(name, path, sha256=sha256)
-    loop.run_until_complete(dataplane.load(model, ModelIdentity(uri=str(path))))
+    loop.run_until_complete(dataplane.load(model, ModelIdentity(uri=str(path)), profile))
     app = RestApp(dataplane, metrics, max_request_bytes=max_request_bytes)
     return AsgiClient(app, loop), dataplane, metrics

@@ -82,3 +82,57 @@ def test_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
                    "--threads", "--max-batch-size", "--max-batch-delay-ms", "--max-request-bytes",
                    "--workers"):  # fmt: skip
         assert option in text
+
+
+def test_serve_takes_the_profile_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+    monkeypatch.setattr("modeldeploy_server.server.serve", lambda s: seen.setdefault("s", s) and 0)
+    cli.main(["--model-uri", "file:///models/model.onnx",
+              "--profile-uri", "file:///models/model.profile.json", "--profile-sha256", "ab" * 32,
+              "--quality-policy", "reject", "--drift-window", "250"])  # fmt: skip
+    settings = seen["s"]
+    assert settings.profile_uri == "file:///models/model.profile.json"  # type: ignore[attr-defined]
+    assert settings.profile_sha256 == "ab" * 32  # type: ignore[attr-defined]
+    assert (settings.quality_policy, settings.drift_window) == ("reject", 250)  # type: ignore[attr-defined]
+
+
+def test_fetch_places_the_profile_beside_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, profile = tmp_path / "m.onnx", tmp_path / "p.json"
+    model.write_bytes(b"model")
+    profile.write_bytes(b'{"format": "modeldeploy.profile/v1"}')
+    digest = hashlib.sha256(profile.read_bytes()).hexdigest()
+    dest = tmp_path / "dest"
+    code = cli.main(["fetch", "--model-uri", str(model), "--dest", str(dest),
+                     "--profile-uri", profile.as_uri(), "--profile-sha256", digest])  # fmt: skip
+    assert code == 0
+    assert (dest / "model.onnx").read_bytes() == b"model"
+    assert (dest / "model.profile.json").read_bytes() == profile.read_bytes()
+    # A profile alone, under another name; then a wrong digest: exit 5, nothing placed.
+    assert cli.main(["fetch", "--profile-uri", str(profile), "--dest", str(dest),
+                     "--profile-filename", "p.json"]) == 0  # fmt: skip
+    assert (dest / "p.json").exists()
+    assert cli.main(["fetch", "--model-uri", str(model), "--profile-uri", str(profile),
+                     "--profile-sha256", "1" * 64, "--dest", str(dest),
+                     "--profile-filename", "other.json"]) == 5  # fmt: skip
+    assert not (dest / "other.json").exists()
+    assert cli.main(["fetch", "--profile-uri", str(tmp_path / "none.json"),
+                     "--dest", str(dest)]) == 3  # fmt: skip
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert "profile placed" in [line["message"] for line in lines]
+    assert [line["exit_code"] for line in lines if line["level"] == "error"] == [5, 3]
+
+
+def test_fetch_profile_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv, message in (
+        (["fetch", "--dest", str(tmp_path)], "--model-uri, --profile-uri or both"),
+        (["fetch", "--profile-uri", "/p.json", "--dest", str(tmp_path), "--profile-sha256", "z"],
+         "--profile-sha256 must be 64 hexadecimal characters"),
+        (["fetch", "--model-uri", "/m.onnx", "--dest", str(tmp_path), "--profile-sha256", "a" * 64],
+         "--profile-sha256 is given without --profile-uri"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as raised:
+            cli.main(argv)
+        assert raised.value.code == 2
+        assert message in capsys.readouterr().err

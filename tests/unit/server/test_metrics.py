@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from modeldeploy_server.metrics import LATENCY_BUCKETS, Histogram, WorkerMetrics, aggregate, render
@@ -89,3 +92,53 @@ def test_openmetrics_on_request() -> None:
                                 "application/openmetrics-text; version=1.0.0")  # fmt: skip
     assert content_type.startswith("application/openmetrics-text")
     assert text.endswith(b"# EOF\n")
+
+
+class _Quality:
+    def __init__(self, snapshot: dict[str, object]) -> None:
+        self.data = snapshot
+
+    def snapshot(self) -> dict[str, object]:
+        return self.data
+
+
+def _quality_worker(index: int, scale: int) -> WorkerMetrics:
+    metrics = WorkerMetrics(index)
+    metrics.quality = _Quality({
+        "model": "rf",
+        "inputs": {
+            "features": ["f0"], "values": 10 * scale, "window_size": 1000,
+            "issues": [("f0", "out_of_range", scale), ("f0", "missing", 0)],
+            "window": [("f0", [50 * scale, 50 * scale], [0.5, 0.5])],
+        },
+        "classes": [("0", 3 * scale), ("1", scale)],
+        "values": ((-1.0, 0.0, 1.0), [scale, 0, 2 * scale, 0], 1.5 * scale),
+    })  # fmt: skip
+    return metrics
+
+
+def test_model_aware_metrics_are_summed_over_workers() -> None:
+    snapshots = [_quality_worker(0, 1).snapshot(), _quality_worker(1, 2).snapshot()]
+    text, _ = render(aggregate(snapshots), "iris", "canary", None)
+    samples = _samples(text.decode())
+    base = (("deployment", "iris"), ("track", "canary"), ("model", "rf"))
+
+    def get(name: str, *labels: tuple[str, str]) -> float:
+        return samples[(name, tuple(sorted(base + labels)))]
+
+    assert get("modeldeploy_feature_values_total", ("feature", "f0")) == 30
+    out_of_range = (("feature", "f0"), ("issue", "out_of_range"))
+    assert get("modeldeploy_feature_issues_total", *out_of_range) == 3
+    assert get("modeldeploy_feature_drift_psi", ("feature", "f0")) == 0.0  # 150/150 vs 50/50
+    assert get("modeldeploy_feature_drift_window_values", ("feature", "f0")) == 300
+    assert get("modeldeploy_predictions_total", ("class", "0")) == 9
+    assert get("modeldeploy_prediction_value_bucket", ("le", "-1.0")) == 3
+    assert get("modeldeploy_prediction_value_bucket", ("le", "1.0")) == 9
+    assert get("modeldeploy_prediction_value_count") == 9  # kept despite negative buckets
+    assert get("modeldeploy_prediction_value_sum") == 4.5
+    # OpenMetrics has no _sum (and so no _count) for a histogram with negative buckets.
+    text, _ = render(aggregate(snapshots), "iris", "canary", "application/openmetrics-text")
+    families = {f.name: f for f in openmetrics_families(text.decode())}
+    names = {s.name for s in families["modeldeploy_prediction_value"].samples}
+    assert names == {"modeldeploy_prediction_value_bucket"}
+    assert families["modeldeploy_feature_values"].samples[0].value == 30

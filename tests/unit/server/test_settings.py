@@ -106,3 +106,34 @@ def test_plan_keeps_workers_times_threads_within_the_cpus(
 def test_plan_warns_on_oversubscription() -> None:
     assert plan_processes(4, 2, 2.0)[2] is not None
     assert plan_processes(2, 1, 2.0)[2] is None
+
+
+def test_profile_settings() -> None:
+    settings = load_settings(
+        {"profile_uri": "file:///models/model.profile.json", "quality_policy": "reject"},
+        {"MODELDEPLOY_SERVER_PROFILE_SHA256": "CD" * 32, "MODELDEPLOY_SERVER_DRIFT_WINDOW": "500"},
+    )
+    assert settings.profile_uri == "file:///models/model.profile.json"
+    assert settings.profile_sha256 == "cd" * 32 and settings.drift_window == 500
+    assert settings.quality_policy == "reject"
+    defaults = load_settings({}, {})
+    assert (defaults.profile_uri, defaults.quality_policy, defaults.drift_window) == (
+        None,
+        "observe",
+        1000,
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"quality_policy": "reject"}, r"^--quality-policy reject needs a training profile"),
+        ({"profile_sha256": "ab" * 32}, r"^--profile-sha256 is given without --profile-uri$"),
+        ({"profile_uri": "p", "quality_policy": "drop"}, "--quality-policy .*'observe' or"),
+        ({"profile_uri": "p", "drift_window": 5}, "--drift-window .*greater than or equal to 10"),
+        ({"profile_uri": "p", "profile_sha256": "xyz"}, "--profile-sha256"),
+    ],
+)
+def test_bad_profile_settings_name_the_option(options: dict[str, object], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(options, {})
