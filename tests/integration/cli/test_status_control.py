@@ -58,7 +58,8 @@ def canary_status() -> dict[str, Any]:
              "observedGeneration": 1},
         ],
         "canary": {
-            **CANARY_MODEL, "weight": 20, "stepIndex": 1, "failedChecks": 1, "startedAt": TIME,
+            **CANARY_MODEL, "weight": 20, "stepIndex": 1, "state": "Paused", "failedChecks": 1,
+            "passedChecks": 4, "startedAt": TIME,
             "analysis": [
                 {"name": "error-rate", "value": 0.004, "max": 0.01, "result": "Passed",
                  "time": TIME},
@@ -106,6 +107,8 @@ def test_status_shows_the_canary_its_analysis_conditions_and_history(
     assert "  Weight:        20%" in lines
     assert "  Step:          2 of 3 (pause until promoted)" in lines
     assert "  Failed checks: 1 of 3 allowed" in lines
+    assert "  State:         Paused" in lines
+    assert "  Passed checks: 4" in lines
     analysis = lines.index("Last analysis:")
     assert lines[analysis + 2].split()[:5] == ["error-rate", "0.004", "-", "0.01", "Passed"]
     assert lines[analysis + 3].split()[:5] == ["latency-p99", "0.25", "-", "0.05", "Failed"]
@@ -189,7 +192,7 @@ def test_force_sets_the_annotation_without_a_canary(
     cluster: Any, without_canary: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli(cluster, "promote", NAME, "-n", without_canary, "--force") == 0
-    assert "waits for the next rollout" in capsys.readouterr().out
+    assert "acts on it only if a canary is under way by then" in capsys.readouterr().out
     assert annotations(cluster, without_canary)["serving.modeldeploy.io/promote"] == "true"
 
 

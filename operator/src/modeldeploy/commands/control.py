@@ -1,7 +1,8 @@
 """``modeldeploy promote NAME`` and ``modeldeploy abort NAME``: steer a canary by hand.
 
 Both set an annotation on the ModelDeployment with a merge patch (what ``kubectl annotate``
-does); the operator acts on it at its next tick and records the outcome in status.history.
+does); the operator acts on it at its next tick, removes it, and records the outcome in
+status.history.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from modeldeploy.api import GROUP, PLURAL, VERSION
+from modeldeploy.api import ABORT_ANNOTATION, GROUP, PLURAL, PROMOTE_ANNOTATION, VERSION
 from modeldeploy.commands import CommandError, cluster
 
-__all__ = ["ABORT_ANNOTATION", "PROMOTE_ANNOTATION", "add_arguments", "annotation_patch", "run"]
+__all__ = ["add_arguments", "annotation_patch", "consequence", "run"]
 
-PROMOTE_ANNOTATION = f"{GROUP}/promote"
-ABORT_ANNOTATION = f"{GROUP}/abort"
 ANNOTATIONS = {"promote": PROMOTE_ANNOTATION, "abort": ABORT_ANNOTATION}
 
 
@@ -26,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="set the annotation even when no canary is under way (it then applies to the "
-        "next rollout, if the operator keeps it until then)",
+        help="set the annotation even when this status shows no canary (e.g. the status is "
+        "behind); the operator removes it at its next reconcile and acts on it only if a "
+        "canary is under way then",
     )
 
 
@@ -91,6 +91,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if canary:
         print(consequence(action, obj), file=out)
     else:
-        print("No canary is under way now: the annotation waits for the next rollout.", file=out)
+        print(
+            "The status shows no canary: the operator removes the annotation at its next "
+            "reconcile and acts on it only if a canary is under way by then.",
+            file=out,
+        )
     print(f"Follow it with: modeldeploy status {args.name} -n {namespace}", file=out)
     return 0

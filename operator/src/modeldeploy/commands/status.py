@@ -23,7 +23,7 @@ __all__ = ["add_arguments", "machine_view", "render", "run"]
 # Canary fields with a place in the layout; any other scalar field is listed after them.
 _CANARY_LAYOUT = (
     "uri", "sha256", "version", "templateHash", "weight", "stepIndex", "state",
-    "failedChecks", "startedAt", "stepStartedAt", "analysis",
+    "failedChecks", "passedChecks", "startedAt", "stepStartedAt", "analysis",
 )  # fmt: skip
 
 
@@ -169,6 +169,8 @@ def _canary_fields(
         limit = ((spec.get("rollout") or {}).get("analysis") or {}).get("failureLimit")
         checks = str(canary["failedChecks"])
         fields.append(("Failed checks", f"{checks} of {limit} allowed" if limit else checks))
+    if "passedChecks" in canary:
+        fields.append(("Passed checks", str(canary["passedChecks"])))
     if canary.get("startedAt"):
         fields.append(("Started", _time(canary["startedAt"], now)))
     if canary.get("stepStartedAt"):
