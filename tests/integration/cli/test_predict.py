@@ -114,3 +114,32 @@ def test_without_url_the_model_is_found_through_the_deployment_s_status(
     )  # fmt: skip
     assert cli(cluster, "predict", "scorer", "-n", namespace, "--data", str(data)) == 0
     assert json.loads(capsys.readouterr().out)["model_name"] == MODEL_NAME  # spec.model.name
+
+
+def test_the_exported_profile_guards_the_server_and_predict_shows_its_refusal(
+    trained: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export -> modeldeploy-server --profile-uri (reject) -> predict: the whole user path."""
+    import hashlib
+
+    profile = trained["onnx"].with_name("model.profile.json")
+    guarded = ServerProcess(
+        trained["onnx"], tmp_path / "guarded.log",
+        "--profile-uri", str(profile),
+        "--profile-sha256", hashlib.sha256(profile.read_bytes()).hexdigest(),
+        "--quality-policy", "reject",
+        name=MODEL_NAME,
+    )  # fmt: skip
+    try:
+        guarded.wait_ready()
+        inside = write_rows(tmp_path / "inside.json", trained["X"][:2].tolist())
+        assert predict(MODEL_NAME, "--url", guarded.url, "--data", str(inside)) == 0
+        assert json.loads(capsys.readouterr().out)["model_name"] == MODEL_NAME
+        row = trained["X"][0].tolist()
+        row[2] = 1e6  # far outside the sample's range for feature f2
+        outside = write_rows(tmp_path / "outside.json", [row])
+        assert predict(MODEL_NAME, "--url", guarded.url, "--data", str(outside)) == 1
+        err = capsys.readouterr().err
+        assert "answered 4" in err and "f2" in err, err
+    finally:
+        assert guarded.stop() == 0, guarded.log()
