@@ -146,3 +146,25 @@ def ready_for_current_generation(cluster: Any, namespace: str, name: str) -> dic
     status = md.get("status", {})
     current = status.get("observedGeneration") == md["metadata"]["generation"]
     return md if current and status.get("phase") == "Ready" else None
+
+
+def serving_snapshot(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
+    """What an upgrade of the chart must not change: identities and versions of a
+    ModelDeployment's serving objects and pods."""
+    md = get(cluster, "mdep", namespace, name)
+    deployment = get(cluster, "deployment", namespace, name)
+    service = get(cluster, "service", namespace, name)
+    assert md and deployment and service
+    pods = json.loads(
+        cluster.kubectl(
+            "get", "pods", "-n", namespace, "-l", f"serving.modeldeploy.io/deployment={name}",
+            "-o", "json",
+        ).stdout
+    )["items"]  # fmt: skip
+    return {
+        "modeldeployment": (md["metadata"]["uid"], md["metadata"]["generation"]),
+        "phase": md["status"]["phase"],
+        "deployment": (deployment["metadata"]["uid"], deployment["metadata"]["resourceVersion"]),
+        "service": (service["metadata"]["uid"], service["metadata"]["resourceVersion"]),
+        "pods": sorted(p["metadata"]["uid"] for p in pods),
+    }

@@ -25,6 +25,7 @@ from tests.integration.chart.conftest import (
     get,
     ready_for_current_generation,
     service_account_user,
+    serving_snapshot,
     token_kubeconfig,
 )
 from tests.support.operator_process import wait_for
@@ -112,27 +113,6 @@ def test_cluster_wide_grants(
     assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stderr
 
 
-def _snapshot(cluster: Any, namespace: str) -> dict[str, Any]:
-    """What must not change: identities and versions of the serving objects and pods."""
-    md = get(cluster, "mdep", namespace, "iris")
-    deployment = get(cluster, "deployment", namespace, "iris")
-    service = get(cluster, "service", namespace, "iris")
-    assert md and deployment and service
-    pods = json.loads(
-        cluster.kubectl(
-            "get", "pods", "-n", namespace, "-l", "serving.modeldeploy.io/deployment=iris",
-            "-o", "json",
-        ).stdout
-    )["items"]  # fmt: skip
-    return {
-        "modeldeployment": (md["metadata"]["uid"], md["metadata"]["generation"]),
-        "phase": md["status"]["phase"],
-        "deployment": (deployment["metadata"]["uid"], deployment["metadata"]["resourceVersion"]),
-        "service": (service["metadata"]["uid"], service["metadata"]["resourceVersion"]),
-        "pods": sorted(p["metadata"]["uid"] for p in pods),
-    }
-
-
 @pytest.fixture
 def namespaces_readable(cluster: Any, release: Release) -> Iterator[None]:
     """Test scaffolding, not the chart: the test runs the operator with --namespace (so that
@@ -160,10 +140,12 @@ def test_upgrade_keeps_existing_modeldeployments_serving(
         cluster, app, "iris", {"model": {"uri": "https://m.example.com/a.onnx"}, "replicas": 2}
     )
     wait_for(lambda: ready_for_current_generation(cluster, app, "iris"), 90, "iris Ready")
-    wait_for(lambda: len(_snapshot(cluster, app)["pods"]) == 2, 30, "two serving pods")
+    wait_for(
+        lambda: len(serving_snapshot(cluster, app, "iris")["pods"]) == 2, 30, "two serving pods"
+    )
     operator.stop()
     assert operator.refusals() == []
-    before = _snapshot(cluster, app)
+    before = serving_snapshot(cluster, app, "iris")
 
     values = helm.values_file({"replicas": 2})
     upgraded = helm.run(
@@ -182,7 +164,7 @@ def test_upgrade_keeps_existing_modeldeployments_serving(
         check=False,
     )  # fmt: skip
     assert can_patch.stdout.strip() == "yes"
-    assert _snapshot(cluster, app) == before
+    assert serving_snapshot(cluster, app, "iris") == before
 
     # The operator comes back (as after its pods were replaced) and finds nothing to change.
     writes_before = len(cluster.audit_writes(user))
@@ -202,6 +184,6 @@ def test_upgrade_keeps_existing_modeldeployments_serving(
         if w["objectRef"]["resource"] in ("deployments", "services")
     ]
     assert serving_writes == []
-    after = _snapshot(cluster, app)
+    after = serving_snapshot(cluster, app, "iris")
     assert after == before
     assert after["phase"] == "Ready"
