@@ -2,7 +2,8 @@
 
 A classifier is a model with an integer or string output holding one value per row (the
 profile may name it; otherwise one whose name contains "label" is preferred, as skl2onnx
-names it). A regressor is a model whose only output is a float with one value per row.
+names it). A regressor is a model whose only output is a float with one value per row, or
+whose profile names a float output (every value of a multi-target output is bucketed).
 Both are recorded with numpy on the whole request; a single-row request takes a scalar path.
 """
 
@@ -124,10 +125,10 @@ def prediction_recorder(outputs: list[TensorSpec], profiled: Prediction | None) 
                     "or string label per row"
                 )
             return ClassCounter(spec.name, list(profiled.classes or {}))
-        if spec.datatype not in FLOAT_DATATYPES or not _one_per_row(spec):
+        if spec.datatype not in FLOAT_DATATYPES:  # several targets share one histogram
             raise ModelLoadError(
                 f"profile prediction.output '{spec.name}' is a regression output, but the "
-                f"model's is {spec.datatype} {list(spec.shape)}: expected one float per row"
+                f"model's is {spec.datatype} {list(spec.shape)}: expected floats"
             )
         assert profiled.histogram is not None
         return ValueHistogram(spec.name, profiled.histogram.edges)

@@ -228,11 +228,23 @@ def test_a_profile_that_does_not_fit_the_model_is_a_load_failure(models: dict[st
                 model,
                 prediction={
                     "kind": "regression",
-                    "output": "probabilities",
+                    "output": "label",
                     "histogram": {"edges": [0, 1], "fractions": [1]},
                 },
             ),
-            "is a regression output, but the model's is FP32 [-1, 3]",
+            "'label' is a regression output, but the model's is INT64 [-1]: expected floats",
+        ),
+        (
+            build_profile(
+                rows,
+                model,
+                prediction={
+                    "kind": "classification",
+                    "output": "probabilities",
+                    "classes": {"0": 1.0},
+                },
+            ),
+            "is a classification output, but the model's is FP32 [-1, 3]: expected one integer",
         ),
     ]
     for doc, message in cases:
@@ -240,6 +252,10 @@ def test_a_profile_that_does_not_fit_the_model_is_a_load_failure(models: dict[st
         assert plane.slot.state == "FAILED" and message in plane.slot.reason, plane.slot.reason
     plane = _load(models["fp16"], build_profile(rows, input_name="X"))
     assert plane.slot.state == "READY"  # an FP16 input is profiled like any number
+    several = {"kind": "regression", "output": "Y",
+               "histogram": {"edges": [-1.0, 0.0, 1.0], "fractions": [0.5, 0.5]}}  # fmt: skip
+    plane = _load(models["fp16"], build_profile(rows, prediction=several))
+    assert plane.slot.state == "READY"  # a multi-target output: every value is bucketed
 
 
 def test_models_without_predictions_or_profile_add_no_series(
