@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from modeldeploy.api import API_VERSION, KIND
 from modeldeploy.builders.names import MANAGED_BY
 from modeldeploy.kube import Kube, resource_path
-from modeldeploy.metrics import count_children, count_requeue, timed_reconcile
+from modeldeploy.metrics import count_children, count_pod_event, count_requeue, timed_reconcile
 from modeldeploy.reconcilers import EventSink, reconcile
 from modeldeploy.settings import OperatorSettings
 
@@ -487,6 +487,7 @@ class PodWatch:
                 raise RuntimeError(f"pod watch error: {obj.get('message', obj)}")
             if kind in ("ADDED", "MODIFIED", "DELETED"):
                 self.store.update(str(kind), obj)
+                count_pod_event()
             version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
             if stop.is_set():
                 break

@@ -160,9 +160,25 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
+_HANDLER_CONTEXT: dict[str, contextvars.Context] = {}
+"""A copy of the context kopf runs handlers in: kopf posts Events through context variables
+that threads started at startup may not have yet (the requeue and resync threads)."""
+
+
+def _remember_context() -> None:
+    if "kopf" not in _HANDLER_CONTEXT:
+        _HANDLER_CONTEXT["kopf"] = contextvars.copy_context()
+
+
 def _emitter(body: Any) -> Any:
     def emit(kind: str, reason: str, message: str) -> None:
-        kopf.event(body, type=kind, reason=reason, message=message)
+        try:
+            kopf.event(body, type=kind, reason=reason, message=message)
+        except LookupError:
+            context = _HANDLER_CONTEXT.get("kopf")
+            if context is None:
+                raise
+            context.copy().run(kopf.event, body, type=kind, reason=reason, message=message)
 
     return emit
 
@@ -192,6 +208,7 @@ def modeldeployments(namespace: str, name: str, body: kopf.Body, **_: Any) -> di
 @kopf.on.update(GROUP, VERSION, PLURAL)
 def on_modeldeployment(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A ModelDeployment appeared, changed, or the operator (re)started."""
+    _remember_context()
     _run(body, memo)
 
 

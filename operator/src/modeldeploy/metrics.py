@@ -38,6 +38,12 @@ REQUEUES = Counter(
     registry=REGISTRY,
 )
 
+POD_EVENTS = Counter(
+    "modeldeploy_operator_pod_events_total",
+    "Serving-pod watch events applied to the operator's pod store (they start no reconcile).",
+    registry=REGISTRY,
+)
+
 
 @contextmanager
 def timed_reconcile() -> Iterator[None]:
@@ -64,6 +70,11 @@ def count_children(applied: list[str], deleted: list[str]) -> None:
 def count_requeue() -> None:
     """Record a reconcile started by its due time."""
     REQUEUES.inc()
+
+
+def count_pod_event() -> None:
+    """Record a pod watch event applied to the pod store."""
+    POD_EVENTS.inc()
 
 
 class ConditionCollector(Collector):
