@@ -65,8 +65,8 @@ app.kubernetes.io/part-of: modeldeploy
 Each rule is what the operator's code does; see docs/operations.md ("RBAC"). */}}
 {{- define "modeldeploy.rules" -}}
 # Watch ModelDeployments (kopf lists, then watches; the resync lists), read the latest one
-# before acting on a burst of events, patch them (kopf keeps its bookkeeping in annotations;
-# the operator removes the promote/abort annotations once it has acted on them).
+# before acting on a burst of events, patch them (the operator removes the promote/abort
+# annotations once it has acted on them).
 - apiGroups: ["serving.modeldeploy.io"]
   resources: ["modeldeployments"]
   verbs: ["get", "list", "watch", "patch"]
