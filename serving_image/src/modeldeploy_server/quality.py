@@ -131,12 +131,21 @@ class InputMonitor:
         self.numeric_in_order = numeric_columns == list(range(len(numeric_columns)))
         self.low = np.array([f.min for f in self.numeric], dtype=np.float64)
         self.high = np.array([f.max for f in self.numeric], dtype=np.float64)
-        inner = [f.histogram.edges[1:-1] for f in self.numeric]
-        # Interior edges, padded with +inf: a value's bin is how many interior edges it reaches.
-        widest = max((len(edges) for edges in inner), default=0)
-        self.inner = np.full((1, len(inner), widest), np.inf)
-        for index, edges in enumerate(inner):
-            self.inner[0, index, : len(edges)] = edges
+        # Bins of equal width (what the exporter writes) are found by arithmetic on the whole
+        # block; a feature with other edges by a binary search of its column.
+        edges = [np.array(f.histogram.edges, dtype=np.float64) for f in self.numeric]
+        self.origin = np.array([e[0] for e in edges])
+        self.scale = np.array([(len(e) - 1) / (e[-1] - e[0]) for e in edges])
+        last = {len(e) - 2 for e in edges}
+        # One number when every feature has as many bins (clip is faster with a scalar).
+        self.last_bin: float | np.ndarray = (
+            float(last.pop()) if len(last) == 1 else np.array([len(e) - 2 for e in edges], float)
+        )
+        self.irregular = [
+            (j, e[1:-1])
+            for j, e in enumerate(edges)
+            if not np.allclose(np.diff(e), (e[-1] - e[0]) / (len(e) - 1), rtol=1e-6, atol=0)
+        ]
         self.unseen = np.array([c.unseen for c in self.categories], dtype=np.int32)
         # Expected shares per bin; a categorical feature's last bin (unseen) expects none.
         self.expected = [list(f.histogram.fractions) for f in self.numeric]
@@ -151,6 +160,7 @@ class InputMonitor:
         self.out_of_range = np.zeros(n_numeric, dtype=np.int64)
         self.unseen_values = np.zeros(n_categorical, dtype=np.int64)
         self.stage_numeric = np.empty((STAGE_ROWS, n_numeric), dtype=np.float64)
+        self._scratch = np.empty((STAGE_ROWS, n_numeric), dtype=np.float64)
         self.stage_codes = np.empty((STAGE_ROWS, n_categorical), dtype=np.int32)
         self.staged = 0
         self.ring = np.empty((self.window, len(self.names)), dtype=np.int32)
@@ -238,6 +248,8 @@ class InputMonitor:
         if rows > STAGE_ROWS:
             if numeric is not None:
                 numeric = numeric.astype(np.float64, copy=False)
+                if rows > len(self._scratch):
+                    self._scratch = np.empty((rows, len(self.numeric)), dtype=np.float64)
             self._account(numeric, codes, rows)
             return
         start, end = self.staged, self.staged + rows
@@ -260,12 +272,26 @@ class InputMonitor:
         bins = []
         n_numeric = len(self.numeric)
         if numeric is not None:
+            # Counting is skipped when nothing is wrong, which is the common case.
             missing = np.isnan(numeric)
-            self.missing[:n_numeric] += missing.sum(axis=0)
-            with np.errstate(invalid="ignore"):
-                self.out_of_range += ((numeric < self.low) | (numeric > self.high)).sum(axis=0)
-                numeric_bins = (numeric[:, :, None] >= self.inner).sum(axis=2, dtype=np.int32)
-            numeric_bins[missing] = MISSING
+            any_missing = missing.any()
+            if any_missing:
+                self.missing[:n_numeric] += np.count_nonzero(missing, axis=0)
+            with np.errstate(invalid="ignore"):  # NaN compares false and casts to anything
+                outside = (numeric < self.low) | (numeric > self.high)
+                if outside.any():
+                    self.out_of_range += np.count_nonzero(outside, axis=0)
+                # The bin by arithmetic, in place: clipped to the bins first (below the first
+                # edge counts in the first bin, above the last in the last), so that the cast's
+                # truncation is the floor.
+                position = np.subtract(numeric, self.origin, out=self._scratch[:rows])
+                np.multiply(position, self.scale, out=position)
+                np.clip(position, 0.0, self.last_bin, out=position)
+                numeric_bins = position.astype(np.int32)
+            for j, inner in self.irregular:
+                numeric_bins[:, j] = np.searchsorted(inner, numeric[:, j], side="right")
+            if any_missing:
+                numeric_bins[missing] = MISSING
             bins.append(numeric_bins)
         if codes is not None:
             self.missing[n_numeric:] += (codes == MISSING).sum(axis=0)

@@ -298,3 +298,13 @@ def test_a_categorical_feature_drifts_on_its_categories() -> None:
     data.add({"model": "m", "inputs": monitor.snapshot()})
     ((score, n),) = data.drift().values()
     assert n == 200 and score > 0.25  # half the values are a category never seen
+
+
+def test_bins_of_unequal_width() -> None:
+    feature = _numeric("a", 0)
+    feature["histogram"] = {"edges": [0.0, 1.0, 5.0, 10.0], "fractions": [0.2, 0.3, 0.5]}
+    monitor = _monitor(_profile(feature, _numeric("b", 1)))
+    x = np.array([[-3.0, 0.0], [0.5, 0.0], [1.0, 0.0], [4.9, 0.0], [5.0, 0.0], [10.0, 0.0],
+                  [99.0, 0.0], [np.nan, 0.0]], dtype=np.float32)  # fmt: skip
+    monitor.check({"X": x})
+    assert _window(monitor)["a"] == [2, 2, 3]

@@ -1,0 +1,296 @@
+"""What model-aware monitoring costs: our server with and without a training profile.
+
+Usage: python benchmarks/quality_bench.py [--rounds 3] [--seconds 4] [--connections 1,16]
+                                          [--bodies json-b1,binary-b32] [--workers N]
+
+Three servers run side by side on the benchmark model of ``make_model.py`` (20 float
+features, 3 classes): ``baseline`` (no profile; it still counts predicted classes, as every
+classifier does), ``profile-observe`` (the profile, default policy) and ``profile-reject``
+(``--quality-policy reject``: every request is checked on its own). The profile is written by
+``modeldeploy``'s exporter code (``modeldeploy.commands.profile``) from the 1,000 rows of
+``X.npy`` and the model's own predictions; the request bodies are rows of that sample, so
+nothing is refused and the full path runs. Each load (body x connections) is run against the
+three servers back to back, in an order that rotates, ``--rounds`` times; figures are medians.
+Before the loads, the cost of the checks alone is timed in-process (no HTTP).
+
+Writes benchmarks/QUALITY_RESULTS.md (``--out``) and the raw figures to
+benchmarks/.work/quality.json. Takes about 3 minutes with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pathlib
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+BENCH_DIR = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from harness import load, procs, report  # noqa: E402
+from harness.servers import REPO, ServerSpec, Settings, our_server  # noqa: E402
+
+KEYS = ("baseline", "profile-observe", "profile-reject")
+
+
+def say(message: str) -> None:
+    print(f"[quality {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def write_profile(model_dir: pathlib.Path) -> pathlib.Path:
+    """The training profile of the benchmark model, as ``modeldeploy export`` writes it."""
+    import onnxruntime as ort
+
+    from modeldeploy.commands.profile import classification_profile, training_profile
+
+    model = model_dir / "model.onnx"
+    rows = np.load(model_dir / "X.npy")
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    labels = session.run(["label"], {"X": rows})[0]
+    doc = training_profile(
+        rows,
+        model_sha256=hashlib.sha256(model.read_bytes()).hexdigest(),
+        input_name="X",
+        prediction=classification_profile("label", labels, classes=["0", "1", "2"]),
+    )
+    path = model_dir / "model.profile.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def time_checks(model_dir: pathlib.Path, profile_path: pathlib.Path) -> list[dict[str, Any]]:
+    """Microseconds per request of the input checks and prediction counting alone."""
+    from modeldeploy_server.predictions import ClassCounter
+    from modeldeploy_server.profile import read_profile
+    from modeldeploy_server.quality import InputMonitor, QualityOptions
+    from modeldeploy_server.tensors import TensorSpec
+
+    profile = read_profile(profile_path)
+    rows = np.load(model_dir / "X.npy")
+    spec = TensorSpec("X", "FP32", (-1, 20))
+    figures = []
+    for batch in (1, 32):
+        requests = [{"X": rows[i : i + batch].copy()} for i in range(0, 1000 - batch, batch)]
+        labels = [np.zeros(batch, dtype=np.int64) for _ in requests]
+        for policy in ("observe", "reject"):
+            monitor = InputMonitor(profile, spec, QualityOptions(policy))  # type: ignore[arg-type]
+            counter = ClassCounter("label")
+            calls = 0
+            began = time.perf_counter()
+            while time.perf_counter() - began < 1.0:
+                for inputs, predicted in zip(requests, labels, strict=True):
+                    monitor.check(inputs)
+                    counter.observe(predicted)
+                calls += len(requests)
+            monitor.snapshot()  # the flush a scrape does is part of the work
+            elapsed = time.perf_counter() - began
+            figures.append(
+                {"rows": batch, "policy": policy, "us_per_request": elapsed / calls * 1e6}
+            )
+    return figures
+
+
+def measure(spec: ServerSpec, group: procs.ProcessGroup, body: load.Body, conns: int,
+            seconds: float) -> dict[str, Any]:  # fmt: skip
+    before = procs.cpu_seconds(procs.process_tree(group.pid))
+    figures: dict[str, Any] = dict(load.run_wrk(spec.infer_url, body, conns, seconds))
+    cpu = procs.cpu_delta(before, procs.cpu_seconds(procs.process_tree(group.pid)))
+    figures.update(server=spec.key, body=body.key, conns=conns,
+                   cpu_us_per_req=cpu / max(int(figures["requests"]), 1) * 1e6)  # fmt: skip
+    return figures
+
+
+def scrape_issues(url: str) -> tuple[float, float]:
+    """(values checked, issues) summed over features, from /metrics."""
+    _, _, payload = load.request(url)
+    values = issues = 0.0
+    for line in payload.decode().splitlines():
+        if line.startswith("modeldeploy_feature_values_total{"):
+            values += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("modeldeploy_feature_issues_total{"):
+            issues += float(line.rsplit(" ", 1)[1])
+    return values, issues
+
+
+def render(raw: dict[str, Any]) -> str:
+    meta, config = raw["meta"], raw["config"]
+    cells: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in raw["results"]:
+        cells.setdefault((r["server"], r["body"], r["conns"]), []).append(r)
+
+    def med(key: tuple[str, str, int], field: str) -> float:
+        return statistics.median(r[field] for r in cells[key])
+
+    lines = [
+        "# Model-aware monitoring: the cost of a training profile",
+        "",
+        "Written by `benchmarks/quality_bench.py`; reproduce with:",
+        "",
+        "```sh",
+        meta["command"],
+        "```",
+        "",
+        f"Run {meta['started']}, {meta['elapsed_s'] / 60:.1f} min, on {meta['nproc']} cores "
+        f"({meta['cpu']}), Python {meta['python']}, onnxruntime {meta['onnxruntime']}, numpy "
+        f"{meta['numpy']}; load average {meta['loadavg_before']} before, "
+        f"{meta['loadavg_after']} after (the machine is shared: only ratios within this run "
+        "are compared). Server: " + meta["server_source"] + ".",
+        "",
+        f"Model: `make_model.py`'s (StandardScaler + RandomForest, 20 float features, 3 "
+        f"classes). Every server: {config['workers']} workers, max batch "
+        f"{config['max_batch_size']}, max delay {config['max_batch_delay_ms']:g} ms. Load: wrk, "
+        f"{config['seconds']:g} s per run, {config['rounds']} rounds in rotating order; figures "
+        "are medians over rounds.",
+        "",
+        "| body | conns | baseline req/s | observe req/s | reject req/s | observe / baseline "
+        "| reject / baseline | CPU µs/req (base, observe, reject) | p99 ms (base, observe, "
+        "reject) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for body in config["bodies"]:
+        for conns in config["connections"]:
+            keys = [(k, body, conns) for k in KEYS]
+            if not all(k in cells for k in keys):
+                continue
+            rps = [med(k, "rps") for k in keys]
+            cpu = ", ".join(f"{med(k, 'cpu_us_per_req'):.0f}" for k in keys)
+            p99 = ", ".join(f"{med(k, 'p99_ms'):.2f}" for k in keys)
+            lines.append(
+                f"| {body} | {conns} | {rps[0]:,.0f} | {rps[1]:,.0f} | {rps[2]:,.0f} | "
+                f"{rps[1] / rps[0]:.1%} | {rps[2] / rps[0]:.1%} | {cpu} | {p99} |"
+            )
+    lines += [
+        "",
+        "The checks alone, in-process (`InputMonitor.check` and `ClassCounter.observe` per "
+        "request, the scrape's flush included; no HTTP):",
+        "",
+        "| rows per request | policy | µs per request | µs per row |",
+        "| ---: | --- | ---: | ---: |",
+    ]
+    for f in raw["inprocess"]:
+        lines.append(
+            f"| {f['rows']} | {f['policy']} | {f['us_per_request']:.1f} | "
+            f"{f['us_per_request'] / f['rows']:.2f} |"
+        )
+    lines += ["", "After the loads (from each server's /metrics):", ""]
+    for key, (values, issues) in raw["sanity"].items():
+        lines.append(f"- `{key}`: {values:,.0f} feature values checked, {issues:,.0f} issues")
+    lines += ["", *raw.get("notes", [])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--connections", default="1,16")
+    parser.add_argument("--bodies", default="json-b1,binary-b32")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--port-base", type=int, default=18200)
+    parser.add_argument("--out", type=pathlib.Path, default=BENCH_DIR / "QUALITY_RESULTS.md")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    work = BENCH_DIR / ".work"
+    model_dir = work / "model"
+    if not (model_dir / "bodies.json").exists():
+        say("building the benchmark model")
+        subprocess.run([sys.executable, str(BENCH_DIR / "make_model.py"), str(model_dir)],
+                       check=True)  # fmt: skip
+    profile = write_profile(model_dir)
+    bodies = load.load_bodies(model_dir)
+    chosen = [b for b in args.bodies.split(",") if b]
+    connections = [int(c) for c in args.connections.split(",")]
+    settings = Settings(work, args.port_base, args.workers, 32, 2.0)
+    specs = []
+    for offset, key in enumerate(KEYS):
+        spec = our_server(settings, key, key, offset * 10, args.workers, 32)
+        if key != "baseline":
+            spec.argv += ["--profile-uri", profile.as_uri()]
+        if key == "profile-reject":
+            spec.argv += ["--quality-policy", "reject"]
+        specs.append(spec)
+    meta = report.machine_description(work)
+    meta.update(loadavg_before=procs.loadavg(), started=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    meta["command"] = "python benchmarks/quality_bench.py " + " ".join(sys.argv[1:])
+    say("timing the checks in-process")
+    inprocess = time_checks(model_dir, profile)
+    for f in inprocess:
+        say(f"    {f['rows']:>2} rows, {f['policy']}: {f['us_per_request']:.1f} us/request")
+    began = time.monotonic()
+    running: dict[str, procs.ProcessGroup] = {}
+    results: list[dict[str, Any]] = []
+    sanity: dict[str, tuple[float, float]] = {}
+    (work / "logs").mkdir(exist_ok=True)
+    try:
+        for spec in specs:
+            running[spec.key] = procs.ProcessGroup(spec.argv, work / "logs" / f"{spec.key}.log")
+        labels = _expected(model_dir)
+        for spec in specs:
+            load.wait_ready(spec.ready_url, running[spec.key].alive, timeout=120)
+            for key in chosen:
+                problem = load.check_body(spec.infer_url, bodies[key], labels)
+                if problem is not None:
+                    raise RuntimeError(f"{spec.key} answers {key} wrongly: {problem}")
+            load.run_wrk(spec.infer_url, bodies[chosen[0]], 16, 1.0)  # warm-up
+        say("servers ready and checked")
+        loads = [(b, c) for b in chosen for c in connections]
+        for round_no in range(1, args.rounds + 1):
+            for index, (body_key, conns) in enumerate(loads):
+                shift = (index + round_no) % len(specs)
+                for spec in specs[shift:] + specs[:shift]:
+                    figures = measure(spec, running[spec.key], bodies[body_key], conns,
+                                      args.seconds)  # fmt: skip
+                    figures["round"] = round_no
+                    results.append(figures)
+                    say(f"round {round_no} {body_key} c={conns} {spec.key}: "
+                        f"{figures['rps']:,.0f} req/s, p99 {figures['p99_ms']:.2f} ms, "
+                        f"{figures['cpu_us_per_req']:.0f} us CPU/req, "
+                        f"non-2xx {figures['non2xx']}")  # fmt: skip
+        for spec in specs:
+            assert spec.metrics_url is not None
+            sanity[spec.key] = scrape_issues(spec.metrics_url)
+    finally:
+        for group in running.values():
+            group.stop()
+    meta.update(loadavg_after=procs.loadavg(), elapsed_s=time.monotonic() - began)
+    raw = {
+        "meta": meta,
+        "config": {
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "connections": connections,
+            "bodies": chosen,
+            "workers": args.workers,
+            "max_batch_size": 32,
+            "max_batch_delay_ms": 2.0,
+        },
+        "results": results,
+        "inprocess": inprocess,
+        "sanity": sanity,
+    }
+    (work / "quality.json").write_text(json.dumps(raw, indent=1, default=str))
+    args.out.write_text(render(raw))
+    say(f"wrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
+    return 0
+
+
+def _expected(model_dir: pathlib.Path) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_dir / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    rows = np.load(model_dir / "X.npy")[:64]
+    return np.asarray(session.run(["label"], {"X": rows})[0], dtype=np.int64)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
