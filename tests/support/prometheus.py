@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -39,6 +40,7 @@ from typing import Any
 
 from modeldeploy.devcluster.processes import free_port, tail, terminate
 
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 Target = tuple[str, Mapping[str, str]]
 """``("host:port", {"label": "value", ...})``: one metrics endpoint and its extra labels."""
 
@@ -236,6 +238,12 @@ class Prometheus:
         for address, labels in targets:
             if not isinstance(address, str) or ":" not in address:
                 raise ValueError(f"a target is 'host:port', got {address!r}")
+            for name, value in labels.items():
+                if not LABEL_NAME.fullmatch(str(name)) or not isinstance(value, str):
+                    raise ValueError(
+                        f"target {address}: label {name!r}={value!r} is not a Prometheus label "
+                        "(a name of letters, digits and _, a string value)"
+                    )
             groups.append({"targets": [address], "labels": dict(labels)})
         # Written whole and renamed into place: Prometheus never reads half a file.
         temporary = self.targets_file.with_suffix(".tmp")

@@ -172,6 +172,13 @@ def test_a_bad_query_names_the_problem(prometheus: Prometheus) -> None:
     assert nan is not None and math.isnan(nan)
 
 
+def test_bad_targets_are_refused_naming_the_problem(prometheus: Prometheus) -> None:
+    with pytest.raises(ValueError, match="'host:port'"):
+        prometheus.set_targets([("localhost", {})])
+    with pytest.raises(ValueError, match="label 'track-name'"):
+        prometheus.set_targets([("127.0.0.1:9", {"track-name": "canary"})])
+
+
 def test_prometheus_that_cannot_start_says_why(tmp_path: Path) -> None:
     """A configuration Prometheus refuses: the error carries the tail of its log."""
     prometheus = Prometheus(tmp_path, scrape_interval="not-a-duration")
