@@ -115,3 +115,20 @@ def test_chart_version_and_app_version_follow_the_distribution() -> None:
     assert version is not None
     assert chart["appVersion"] == version.group(1)
     assert chart["kubeVersion"] == ">=1.29.0-0"
+
+
+def test_the_alerts_read_metrics_the_server_exports() -> None:
+    """Every serving metric an alert reads is a family the server defines (a renamed metric
+    would otherwise leave an alert that can never fire)."""
+    rules = (CHART / "templates" / "prometheusrule.yaml").read_text()
+    used = {
+        re.sub(r"_(total|bucket|sum|count)$", "", name)
+        for name in re.findall(r"\b(modeldeploy_\w+)", rules)
+    }
+    source = "\n".join(
+        path.read_text()
+        for path in (ROOT / "serving_image" / "src" / "modeldeploy_server").rglob("*.py")
+    )
+    defined = set(re.findall(r"[\"'](modeldeploy_\w+)[\"']", source))
+    assert used >= {"modeldeploy_requests", "modeldeploy_feature_drift_psi"}
+    assert used <= defined, sorted(used - defined)
