@@ -270,6 +270,10 @@ def test_class_labels_are_bounded_and_strings_decoded() -> None:
     counter.observe(np.array([b"cat", b"cat", "bird"], dtype=object))
     counter.observe(np.array(["cat"], dtype=object))
     assert counter.snapshot() == [("bird", 1), ("cat", 3), ("dog", 0)]
+    mixed = ClassCounter("label")
+    mixed.observe(np.array([2, 0, 2], dtype=np.uint64))
+    mixed.observe(np.array([-1, 5000, 2], dtype=np.int32))
+    assert mixed.snapshot() == [("-1", 1), ("0", 1), ("2", 3), ("5000", 1)]
     many = ClassCounter("label")
     many.observe(np.arange(MAX_CLASSES + 20))
     labels = dict(many.snapshot())
