@@ -183,11 +183,11 @@ def _emitter(body: Any) -> Any:
     return emit
 
 
-def _run(body: Any, memo: kopf.Memo, *, fresh: bool = False) -> None:
+def _run(body: Any, memo: kopf.Memo) -> None:
     """Reconcile; a failure is logged and the dispatcher retries it after a backoff (not kopf,
     whose retries write progress annotations on the object)."""
     try:
-        memo["dispatcher"].run(body, fresh=fresh)
+        memo["dispatcher"].run(body)
     except Exception as error:
         meta = body["metadata"]
         where = {"namespace": meta.get("namespace"), "modeldeployment": meta.get("name")}
@@ -243,9 +243,11 @@ def _leads(kube: Kube, config: OperatorSettings) -> bool:
 
 def _resync_forever(memo: kopf.Memo, stop: threading.Event) -> None:
     """A periodic level-based pass over every ModelDeployment (it writes nothing when all is as
-    desired). Not a kopf timer: those put a finalizer on every object."""
+    desired), after listing the children again: the safety net for events a watch missed (a
+    deletion during a reconnect). Not a kopf timer: those put a finalizer on every object."""
     config: OperatorSettings = memo["config"]
     kube: Kube = memo["kube"]
+    dispatcher: Dispatcher = memo["dispatcher"]
     while not stop.wait(config.resync_seconds):
         try:
             if not _leads(kube, config):
@@ -257,15 +259,13 @@ def _resync_forever(memo: kopf.Memo, stop: threading.Event) -> None:
         for namespace in config.namespaces or (None,):
             try:
                 items = kube.list(API_VERSION, KIND, namespace)
+                dispatcher.list_children(namespace)
             except Exception as error:  # the next round retries
-                log.warning("resync: cannot list ModelDeployments: %s", error)
+                log.warning("resync: cannot list ModelDeployments or their children: %s", error)
                 continue
             log.debug("resync pass", extra={"count": len(items)})
             for item in items:
-                try:
-                    _run(item, memo, fresh=True)
-                except Exception as error:
-                    log.warning("resync of %s failed: %s", item["metadata"]["name"], error)
+                _run(item, memo)  # logs its own failure; the dispatcher retries it
 
 
 def _requeue_forever(memo: kopf.Memo, stop: threading.Event) -> None:

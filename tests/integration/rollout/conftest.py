@@ -59,7 +59,7 @@ def status_of(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
     return dict(md.get("status") or {})
 
 
-def wait_stable(cluster: Any, namespace: str, name: str, uri: str, timeout: float = 60) -> Any:
+def wait_stable(cluster: Any, namespace: str, name: str, uri: str, timeout: float = 120) -> Any:
     """Until the ModelDeployment is Ready, with no rollout, serving ``uri`` on the stable track."""
 
     def check() -> dict[str, Any] | None:

@@ -95,7 +95,7 @@ def test_a_healthy_canary_walks_its_steps_and_is_promoted(
         assert " 50 " in row and "Progressing" in row, row
         stable = get(cluster, "deployment", namespace, "iris")
         assert stable is not None and OLD in json.dumps(stable["spec"]["template"])
-        md = wait_stable(cluster, namespace, "iris", NEW, timeout=90)
+        md = wait_stable(cluster, namespace, "iris", NEW, timeout=120)
     assert load.answers[("canary", 200)] > 0 and load.answers[("stable", 200)] > 0
 
     entry = md["status"]["history"][0]
@@ -146,7 +146,9 @@ def test_a_canary_that_errors_is_rolled_back_with_the_values_that_failed_it(
     md = get(cluster, "mdep", namespace, "iris")
     assert condition(md, "Degraded")["status"] == "True"
     assert condition(md, "Degraded")["reason"] == "AnalysisFailed"
-    assert condition(md, "Ready")["status"] == "True"  # the stable track still serves
+    # The old model still serves (Available); the model the spec asks for does not (not Ready).
+    assert condition(md, "Available")["status"] == "True"
+    assert condition(md, "Ready")["status"] == "False"
     wait_for(lambda: get(cluster, "deployment", namespace, "iris-canary") is None, 30, "no canary")
     described = cluster.kubectl("describe", "mdep", "iris", "-n", namespace).stdout
     assert "AnalysisFailed" in described and "error-rate = 1" in described
@@ -230,7 +232,7 @@ def test_httproute_weights_follow_the_steps(
     cluster.kubectl(
         "annotate", "mdep", "iris", "-n", namespace, "serving.modeldeploy.io/promote=true"
     )
-    wait_stable(cluster, namespace, "iris", NEW, timeout=90)
+    wait_stable(cluster, namespace, "iris", NEW, timeout=120)
     assert _weights(cluster, namespace) == {"iris-stable": 100, "iris-canary": 0}
 
 
@@ -265,5 +267,26 @@ def test_the_operator_killed_mid_rollout_resumes_at_the_same_step(
     cluster.kubectl(
         "annotate", "mdep", "iris", "-n", namespace, "serving.modeldeploy.io/promote=true"
     )
-    md = wait_stable(cluster, namespace, "iris", NEW, timeout=90)
+    md = wait_stable(cluster, namespace, "iris", NEW, timeout=120)
     assert md["status"]["history"][0]["result"] == "Promoted"
+
+
+def test_gateway_routing_without_the_gateway_api_is_degraded_with_a_clear_message(
+    cluster: Any, namespace: str, rollout_operator: Any, gateway_api: Any
+) -> None:
+    from tests.support.gateway import without_gateway_api
+
+    rollout_operator()
+    routing = {"gatewayAPI": {"parentRefs": [{"name": "public"}]}}
+    with without_gateway_api(cluster):
+        apply_md(cluster, namespace, "iris", spec([{"setWeight": 50}], trafficRouting=routing))
+
+        def degraded() -> dict[str, Any] | None:
+            found = condition(get(cluster, "mdep", namespace, "iris"), "Degraded")
+            return found if found.get("reason") == "TrafficRoutingUnavailable" else None
+
+        found = wait_for(degraded, 120, "the Degraded condition")
+        assert "install the Gateway API CRDs" in found["message"], found
+        assert "remove spec.rollout.trafficRouting" in found["message"]
+        # The model is served all the same (the stable track needs no route).
+        assert get(cluster, "deployment", namespace, "iris") is not None

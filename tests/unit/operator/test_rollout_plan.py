@@ -368,3 +368,10 @@ def test_an_autoscaled_stable_track_keeps_its_replicas_to_the_autoscaler() -> No
     status = tick(md, status, seen(1, canary_ready=2, autoscaled=True, stable_replicas=6))
     decision = decided(status)
     assert decision.stable_replicas is None and decision.canary_replicas >= 1
+
+
+def test_a_routing_error_without_a_rollout_is_degraded_too() -> None:
+    md = mdep(OLD, routing=True)
+    decision = advance(md, stable_status(), seen(routing_error="no HTTPRoute"))
+    assert decision.degraded == ("TrafficRoutingUnavailable", "no HTTPRoute")
+    assert advance(md, {}, seen(routing_error="no HTTPRoute")).degraded is not None

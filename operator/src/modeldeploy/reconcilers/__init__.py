@@ -80,7 +80,9 @@ def write_status(
     if status == previous:
         return False
     meta = body["metadata"]
-    patch = {**{k: None for k in previous if k not in status}, **status}
+    # Null what this status drops, even if the remembered previous status lacked it.
+    dropped = (set(previous) | {"canary", "stable", "history"}) - set(status)
+    patch = {**dict.fromkeys(dropped), **status}
     kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], patch)
     before = {c["type"]: c["status"] for c in previous.get("conditions") or []}
     for condition in transitions(previous.get("conditions"), status.get("conditions", [])):

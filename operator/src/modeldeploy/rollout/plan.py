@@ -259,6 +259,8 @@ def advance(md: ModelDeployment, status: Mapping[str, Any], obs: Observations) -
         stable_replicas=None if obs.autoscaled else obs.stable_replicas,
         clear_annotations=obs.promote or obs.abort,
     )
+    if obs.routing_error:
+        decision.degraded = ("TrafficRoutingUnavailable", obs.routing_error)
     if md.spec.rollout.strategy != "Canary" or stable is None:
         # Rolling, or the first model: nothing to compare with, deploy it directly.
         if canary is not None:
