@@ -206,3 +206,38 @@ def test_disruption_budget_only_when_asked() -> None:
         "selector": {"matchLabels": {"serving.modeldeploy.io/deployment": "iris"}},
         "maxUnavailable": "25%",
     }
+
+
+def test_a_training_profile_is_fetched_beside_the_model_and_checked_by_the_server() -> None:
+    d = build_deployment(
+        md(
+            model={
+                "uri": "pvc://models/iris/3/model.onnx",
+                "profile": {
+                    "uri": "pvc://profiles/iris/3/model.profile.json",
+                    "sha256": SHA,
+                    "policy": "reject",
+                },
+            }
+        )
+    )
+    fetch = container(d, "fetch-model")["args"]
+    assert "--profile-uri=pvc://profiles/iris/3/model.profile.json" in fetch
+    assert f"--profile-sha256={SHA}" in fetch
+    server = container(d)["args"]
+    assert "--profile-uri=file:///models/model.profile.json" in server
+    assert "--quality-policy=reject" in server
+    pod = d["spec"]["template"]["spec"]
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claims == {"model-source": "models", "profile-source": "profiles"}
+    mounts = {m["mountPath"] for m in container(d, "fetch-model")["volumeMounts"]}
+    assert {"/mnt/pvc/models", "/mnt/pvc/profiles"} <= mounts
+
+
+def test_without_a_profile_the_server_gets_no_quality_flags() -> None:
+    args = container(build_deployment(md()))["args"]
+    assert not any(a.startswith(("--profile-uri", "--quality-policy")) for a in args)

@@ -20,6 +20,7 @@ from modeldeploy.settings import OperatorSettings
 
 MODEL_DIR = "/models"
 MODEL_FILE = "model.onnx"
+PROFILE_FILE = "model.profile.json"
 PVC_ROOT = "/mnt/pvc"
 RUN_AS = 10001
 DEFAULT_REQUESTS = {"cpu": "500m", "memory": "512Mi"}
@@ -119,6 +120,12 @@ def _server_args(md: ModelDeployment, settings: OperatorSettings) -> list[str]:
         args.append(f"--sha256={model.sha256}")
     if model.version:
         args.append(f"--model-version={model.version}")
+    if model.profile is not None:
+        # Fetched and verified by the init container beside the model.
+        args += [
+            f"--profile-uri=file://{MODEL_DIR}/{PROFILE_FILE}",
+            f"--quality-policy={model.profile.policy}",
+        ]
     batching = md.spec.runtime.batching if md.spec.runtime else None
     if batching:
         args += [
@@ -128,20 +135,34 @@ def _server_args(md: ModelDeployment, settings: OperatorSettings) -> list[str]:
     return args
 
 
+def _source_claims(md: ModelDeployment) -> list[tuple[str, str]]:
+    """(volume name, claim) of the PersistentVolumeClaims the model and its profile come from."""
+    model = md.spec.model
+    claims = [("model-source", _pvc_claim(model.uri))]
+    if model.profile is not None:
+        claims.append(("profile-source", _pvc_claim(model.profile.uri)))
+    found: list[tuple[str, str]] = []
+    for volume, claim in claims:
+        if claim and claim not in (c for _, c in found):
+            found.append((volume, claim))
+    return found
+
+
 def _fetch_container(md: ModelDeployment, image: str, pull: dict[str, Any]) -> dict[str, Any]:
     model = md.spec.model
     args = ["fetch", f"--model-uri={model.uri}", f"--dest={MODEL_DIR}"]
     if model.sha256:
         args.append(f"--sha256={model.sha256}")
+    if model.profile is not None:
+        args.append(f"--profile-uri={model.profile.uri}")
+        if model.profile.sha256:
+            args.append(f"--profile-sha256={model.profile.sha256}")
     mounts: list[dict[str, Any]] = [
         {"name": "model", "mountPath": MODEL_DIR},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    claim = _pvc_claim(model.uri)
-    if claim:
-        mounts.append(
-            {"name": "model-source", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True}
-        )
+    for volume, claim in _source_claims(md):
+        mounts.append({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})
     container: dict[str, Any] = {
         "name": "fetch-model",
         "image": image,
@@ -197,13 +218,9 @@ def _pod_spec(md: ModelDeployment, track: Track, settings: OperatorSettings) -> 
         {"name": "model", "emptyDir": {}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
-    claim = _pvc_claim(md.spec.model.uri)
-    if claim:
+    for volume, claim in _source_claims(md):
         volumes.append(
-            {
-                "name": "model-source",
-                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
-            }
+            {"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         )
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
