@@ -57,7 +57,7 @@ class ChildStore:
     """The children as their watch events and our own applies last showed them.
 
     A child never seen falls through to a real read, unless its kind was listed in that
-    namespace (:meth:`mark_listed`): from then on, the store knows every child we manage.
+    namespace (:meth:`refresh`): from then on, the store knows every child we manage.
     """
 
     def __init__(self) -> None:
@@ -94,10 +94,22 @@ class ChildStore:
         with self._guard:
             return self._objects.get((kind, namespace, name))
 
-    def mark_listed(self, kind: str, namespace: str | None) -> None:
-        """Every managed ``kind`` in ``namespace`` (None: all) is now in the store."""
+    def refresh(
+        self, kind: str, namespace: str | None, items: list[dict[str, Any]], version: int
+    ) -> None:
+        """A list of every managed ``kind`` in ``namespace`` (None: all), taken at ``version``:
+        keep what it shows, forget what it lacks (deleted while a watch was away) unless the
+        store knows a later version; from now on, a child the store lacks is absent."""
+        metas = [item["metadata"] for item in items]
+        listed = {(kind, str(m["namespace"]), str(m["name"])) for m in metas}
         with self._guard:
+            for key, known in list(self._objects.items()):
+                in_scope = key[0] == kind and namespace in (None, key[1])
+                if in_scope and key not in listed and _version(known) <= version:
+                    del self._objects[key]
             self._listed.add((kind, namespace))
+        for item in items:
+            self.put(item)
 
     def known_absent(self, kind: str, namespace: str, name: str) -> bool:
         """True when a list and the watch since say this child does not exist."""
@@ -192,21 +204,16 @@ class PodStore:
 class CachingKube(Kube):
     """``Kube`` whose reads of children and serving pods come from the stores."""
 
-    def __init__(
-        self, kube: Kube, store: ChildStore, pods: PodStore, *, read_through: bool = False
-    ) -> None:
+    def __init__(self, kube: Kube, store: ChildStore, pods: PodStore) -> None:
         super().__init__(kube.client, kube.field_manager, kube.timeout)
         self.store = store
         self.pods = pods
-        self.read_through = read_through
-        """Always read the API server (and refresh the store): the resync's safety net for
-        events a watch may have missed, such as a deletion during a reconnect."""
 
     def get(
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None:
         cacheable = namespace is not None and kind in CACHED_KINDS
-        if cacheable and not self.read_through:
+        if cacheable:
             cached = self.store.get(kind, namespace or "", name)
             if cached is not None:
                 return cached
@@ -227,7 +234,7 @@ class CachingKube(Kube):
         namespace: str | None,
         label_selector: str | None = None,
     ) -> list[dict[str, Any]]:
-        if (api_version, kind) == ("v1", "Pod") and namespace and not self.read_through:
+        if (api_version, kind) == ("v1", "Pod") and namespace:
             pods = self.pods.select(namespace, label_selector)
             if pods is not None:
                 return pods
@@ -320,31 +327,26 @@ class Dispatcher:
         self.store = ChildStore()
         self.pods = PodStore()
         self.kube = CachingKube(kube, self.store, self.pods)
-        self.fresh_kube = CachingKube(kube, self.store, self.pods, read_through=True)
         self.config = config
         self.emitter = emitter
         self.requeues = Requeues(clock)
         self._guard = threading.Lock()
         self._running: set[str] = set()
-        self._pending: dict[str, tuple[Mapping[str, Any], bool]] = {}
+        self._pending: dict[str, Mapping[str, Any]] = {}
         self._gone: set[str] = set()
         self._failures: dict[str, int] = {}
         self._statuses: dict[str, dict[str, Any]] = {}
         self._names: dict[str, tuple[str, str]] = {}
 
-    def run(self, body: Mapping[str, Any], *, fresh: bool = False) -> None:
+    def run(self, body: Mapping[str, Any]) -> None:
         """Reconcile ``body`` now, or leave it to the reconcile already running for it (which
-        then makes one more pass with the newest body it was given).
-
-        ``fresh`` reads every child from the API server instead of the store. A failure is
-        retried after a backoff (see :attr:`requeues`) and re-raised."""
+        then makes one more pass with the newest body it was given). A failure is retried after
+        a backoff (see :attr:`requeues`) and re-raised."""
         uid = str(body["metadata"]["uid"])
         with self._guard:
             if uid in self._running:
-                newest, was_fresh = self._pending.get(uid, (body, fresh))
-                if _version(body) >= _version(newest):
-                    newest = body
-                self._pending[uid] = (newest, fresh or was_fresh)
+                newest = self._pending.get(uid, body)
+                self._pending[uid] = body if _version(body) >= _version(newest) else newest
                 return
             self._running.add(uid)
             self._gone.discard(uid)
@@ -354,11 +356,11 @@ class Dispatcher:
                 with timed_reconcile():
                     outcome = reconcile(
                         body,
-                        self.fresh_kube if fresh else self.kube,
+                        self.kube,
                         self.config,
                         self.emitter(body),
                         known_status=self._statuses.get(uid),
-                        may_exist=None if fresh else self.may_exist,
+                        may_exist=self.may_exist,
                     )
                 count_children(outcome.applied, outcome.deleted)
                 with self._guard:
@@ -374,9 +376,8 @@ class Dispatcher:
                     if pending is None:
                         self._running.discard(uid)
                         return
-                if _version(pending[0]) >= _version(body):
-                    body = pending[0]
-                fresh = pending[1]
+                if _version(pending) >= _version(body):
+                    body = pending
         except BaseException:
             self._retry_later(uid, namespace, name)
             with self._guard:
@@ -439,11 +440,22 @@ class Dispatcher:
             return {self._names[u]: s for u, s in self._statuses.items() if u in self._names}
 
     def list_children(self, namespace: str | None) -> None:
-        """List every managed child kind once, so a child the store lacks is known absent."""
+        """List every managed child kind (one request each) into the store: at start, so a
+        child the store lacks is known absent; in each resync, to catch events a watch missed
+        (far cheaper than reading each child of each ModelDeployment)."""
         for api_version, kind in CHILD_RESOURCES:
-            for item in Kube.list(self.kube, api_version, kind, namespace, MANAGED_SELECTOR):
-                self.store.put({**item, "apiVersion": api_version, "kind": kind})
-            self.store.mark_listed(kind, namespace)
+            items, version = list_at(self.kube, api_version, kind, namespace, MANAGED_SELECTOR)
+            typed = [{**item, "apiVersion": api_version, "kind": kind} for item in items]
+            self.store.refresh(kind, namespace, typed, version)
+
+
+def list_at(
+    kube: Kube, api_version: str, kind: str, namespace: str | None, selector: str
+) -> tuple[list[dict[str, Any]], int]:
+    """A list and the resource version it was taken at."""
+    path = resource_path(api_version, kind, namespace)
+    result = kube._call("GET", path, query=[("labelSelector", selector)])
+    return list(result.get("items", [])), _version(result)
 
 
 class PodWatch:
@@ -471,10 +483,9 @@ class PodWatch:
                 backoff = min(backoff * 2, 30.0)
 
     def _list(self) -> str:
-        path = resource_path("v1", "Pod", self.namespace)
-        result = self.kube._call("GET", path, query=[("labelSelector", MANAGED_SELECTOR)])
-        self.store.replace(self.namespace, list(result.get("items", [])))
-        return str(result["metadata"]["resourceVersion"])
+        items, version = list_at(self.kube, "v1", "Pod", self.namespace, MANAGED_SELECTOR)
+        self.store.replace(self.namespace, items)
+        return str(version)
 
     def _watch(self, version: str, stop: threading.Event) -> str | None:
         """Apply events until the server ends the watch: the version to resume from, or None
