@@ -86,14 +86,26 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def gateway_api(cluster) -> GatewayAPI:  # type: ignore[no-untyped-def]
+def gateway_api_installed(cluster) -> GatewayAPI:  # type: ignore[no-untyped-def]
     """The Gateway API CRDs (standard channel, from the sigs.k8s.io/gateway-api module at
-    GATEWAY_API_VERSION) applied and Established; fetched into the cache on first use.
-    Returns a ``tests.support.gateway.GatewayAPI`` (``.directory``, ``.crds``, ``.version``).
-    A test of the "CRD missing" path uses ``tests.support.gateway.without_gateway_api``."""
+    GATEWAY_API_VERSION) applied and Established, once per session; fetched into the cache
+    on first use. Tests use ``gateway_api``, which also keeps them present during the test."""
     from tests.support.gateway import install_gateway_api
 
     return install_gateway_api(cluster)
+
+
+@pytest.fixture
+def gateway_api(cluster, gateway_api_installed: GatewayAPI) -> Iterator[GatewayAPI]:  # type: ignore[no-untyped-def]
+    """The Gateway API CRDs, installed and kept installed for the test: a test of another
+    session on the same cluster that removes them (``without_gateway_api``) waits for it, and
+    the other way round. A ``tests.support.gateway.GatewayAPI`` (``.directory``, ``.crds``,
+    ``.version``). A test of the "CRD missing" path uses
+    ``tests.support.gateway.without_gateway_api(cluster)`` inside it."""
+    from tests.support.gateway import gateway_api_present
+
+    with gateway_api_present(cluster) as present:
+        yield present
 
 
 @pytest.fixture

@@ -6,17 +6,19 @@ The CRDs come from the ``sigs.k8s.io/gateway-api`` Go module itself, at the vers
 
 - ``gateway_api_crds_dir()``: the directory of the CRD files, fetched when missing.
 - ``install_gateway_api(cluster)``: apply them (server-side) and wait until Established.
-- ``remove_gateway_api(cluster)``: delete them and wait until the API server stops serving
-  the group.
+- ``gateway_api_present(cluster)``: a context manager keeping them installed for its block
+  (what the ``gateway_api`` fixture holds for each test that uses it).
 - ``without_gateway_api(cluster)``: a context manager for a test of the "CRD missing" path:
   removes the CRDs, yields, and installs them again on the way out, whatever happened.
+- ``remove_gateway_api(cluster)``: the removal alone (prefer ``without_gateway_api``).
 
-The CRDs are cluster-scoped, so removing them is visible to every client of the cluster, and
-deleting a CRD deletes every object of its kind (every HTTPRoute, in every namespace). A test
-that uses ``without_gateway_api`` therefore keeps the block short and must not rely on
-HTTPRoutes created before it. A lock file next to the cluster's kubeconfig keeps sessions that
-share a cluster from interleaving: a removal waits for installs in progress and the other way
-round, and two removals run one after the other.
+The CRDs are cluster-scoped, and deleting a CRD deletes every object of its kind (every
+HTTPRoute, in every namespace): a test that uses ``without_gateway_api`` must not rely on
+HTTPRoutes created before it. Several test sessions may share one cluster (``make cluster``),
+so a lock file next to its kubeconfig orders them: tests holding ``gateway_api_present``
+(shared) and a ``without_gateway_api`` block (exclusive) never overlap, in any process. A
+test may hold both (the fixture, then the block inside it): the block converts the process's
+shared hold to exclusive and back. Waiting for the lock gives up after ``LOCK_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -84,8 +86,12 @@ def install_gateway_api(cluster: Any, timeout: float = 60) -> GatewayAPI:
     """Apply the CRDs (server-side, idempotent) and wait until each is Established.
 
     Waits for a removal in progress elsewhere (``without_gateway_api``) to finish first."""
-    with _cluster_lock(cluster, fcntl.LOCK_SH):
+    lock = _lock_of(cluster)
+    lock.acquire_shared()
+    try:
         return _install(cluster, timeout)
+    finally:
+        lock.release_shared()
 
 
 def remove_gateway_api(cluster: Any, timeout: float = 60) -> None:
@@ -100,16 +106,36 @@ def remove_gateway_api(cluster: Any, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
+def gateway_api_present(cluster: Any) -> Iterator[GatewayAPI]:
+    """Keep the CRDs installed for the block: no ``without_gateway_api`` of another test (in
+    any session on this cluster) runs meanwhile. Installs them if they are missing."""
+    lock = _lock_of(cluster)
+    lock.acquire_shared()
+    try:
+        if _group_served(cluster):
+            directory = gateway_api_crds_dir()
+            yield GatewayAPI(directory, crd_names(directory))
+        else:
+            yield _install(cluster, 60)
+    finally:
+        lock.release_shared()
+
+
+@contextlib.contextmanager
 def without_gateway_api(cluster: Any) -> Iterator[None]:
     """Run the block with the Gateway API CRDs absent from the cluster, then reinstall them.
 
     Cluster-wide (see the module docstring): keep the block short."""
-    with _cluster_lock(cluster, fcntl.LOCK_EX):
+    lock = _lock_of(cluster)
+    lock.acquire_exclusive()
+    try:
         remove_gateway_api(cluster)
         try:
             yield
         finally:
             _install(cluster, 60)
+    finally:
+        lock.release_exclusive()
 
 
 def _install(cluster: Any, timeout: float) -> GatewayAPI:
@@ -126,17 +152,71 @@ def _install(cluster: Any, timeout: float) -> GatewayAPI:
     return GatewayAPI(directory, names)
 
 
-@contextlib.contextmanager
-def _cluster_lock(cluster: Any, kind: int) -> Iterator[None]:
-    """A lock shared by every process using this cluster: installs share it, a removal holds
-    it alone."""
-    path = Path(cluster.kubeconfig).parent / "gateway-api.lock"
-    with path.open("a") as lock:
-        fcntl.flock(lock, kind)
+LOCK_TIMEOUT = 600.0
+"""Seconds to wait for the Gateway API lock before failing the test that waits."""
+
+
+class _ClusterLock:
+    """``flock`` on one file per cluster, shared or exclusive, counted within this process
+    (flock conflicts between two descriptors of one process, so the process keeps one)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = path.open("a")
+        self.shared = 0
+        self.exclusive = False
+
+    def acquire_shared(self) -> None:
+        if self.shared == 0 and not self.exclusive:
+            self._flock(fcntl.LOCK_SH, "a test of another session running without the CRDs")
+        self.shared += 1
+
+    def release_shared(self) -> None:
+        self.shared -= 1
+        if self.shared == 0 and not self.exclusive:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+
+    def acquire_exclusive(self) -> None:
+        if self.exclusive:
+            raise RuntimeError("without_gateway_api blocks cannot be nested")
+        # Converts this process's shared hold, if any, once no other process holds one.
         try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            self._flock(fcntl.LOCK_EX, "tests of other sessions that need the CRDs")
+        except BaseException:
+            if self.shared:
+                self._flock(fcntl.LOCK_SH, "the lock this process held before")
+            raise
+        self.exclusive = True
+
+    def release_exclusive(self) -> None:
+        self.exclusive = False
+        if self.shared:
+            self._flock(fcntl.LOCK_SH, "the lock this process held before")
+        else:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+
+    def _flock(self, kind: int, holder: str) -> None:
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(self.file, kind | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"waited {LOCK_TIMEOUT:.0f}s for {self.path} (held by {holder})"
+                    ) from None
+                time.sleep(0.2)
+
+
+_LOCKS: dict[Path, _ClusterLock] = {}
+
+
+def _lock_of(cluster: Any) -> _ClusterLock:
+    path = Path(cluster.kubeconfig).resolve().parent / "gateway-api.lock"
+    if path not in _LOCKS:
+        _LOCKS[path] = _ClusterLock(path)
+    return _LOCKS[path]
 
 
 def _group_served(cluster: Any) -> bool:

@@ -7,11 +7,16 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from modeldeploy.devcluster import LocalCluster
 from modeldeploy.devcluster.binaries import project_root, read_versions
 from tests.support.gateway import REQUIRED, GatewayAPI, without_gateway_api
 
@@ -143,3 +148,55 @@ def test_without_gateway_api_removes_the_crds_for_the_block_only(
     assert "NotFound" in gone.stderr or "not found" in gone.stderr, gone.stderr
     apply(cluster, namespace, route("after", 90, 10))
     assert weights(cluster, namespace, "after") == [("after-stable", 90), ("after-canary", 10)]
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from modeldeploy.devcluster import LocalCluster
+from tests.support.gateway import gateway_api_present
+
+cluster = LocalCluster.load(Path(sys.argv[1]))
+with gateway_api_present(cluster):
+    Path(sys.argv[2]).write_text("held")
+    while not Path(sys.argv[3]).exists():
+        time.sleep(0.05)
+"""
+
+
+def test_a_removal_waits_for_tests_of_other_sessions_that_need_the_crds(
+    cluster: Any, gateway_api: GatewayAPI, tmp_path: Path
+) -> None:
+    """Another process (another pytest session on this cluster) holds the CRDs for a test:
+    ``without_gateway_api`` here removes them only once that test is over."""
+    if getattr(cluster, "root", None) is None or LocalCluster.load(cluster.root) is None:
+        pytest.skip("the cluster is not reachable from another process by its state file")
+    held, release = tmp_path / "held", tmp_path / "release"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(cluster.root), str(held), str(release)],
+        cwd=project_root(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not held.exists():
+            assert holder.poll() is None, "the holding process exited"
+            assert time.monotonic() < deadline, "the holding process never held the CRDs"
+            time.sleep(0.05)
+        removed = threading.Event()
+
+        def remove() -> None:
+            with without_gateway_api(cluster):
+                removed.set()
+
+        remover = threading.Thread(target=remove)
+        remover.start()
+        time.sleep(2)  # long enough for a removal that did not wait to show
+        assert not removed.is_set()
+        assert cluster.kubectl("get", "--raw", f"/apis/{GROUP}", check=False).returncode == 0
+        release.write_text("done")
+        remover.join(120)
+        assert removed.is_set()
+        assert holder.wait(30) == 0
+    finally:
+        release.write_text("done")
+        holder.wait(30)
