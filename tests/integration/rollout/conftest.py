@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +77,14 @@ def wait_stable(cluster: Any, namespace: str, name: str, uri: str, timeout: floa
 
 
 class Load:
-    """Inference requests to each server, one after another, until stopped."""
+    """Inference requests to each server, one after another, until stopped. ``body`` makes
+    each request (the same one goes to every track)."""
 
-    def __init__(self, servers: dict[str, ServerProcess]) -> None:
+    def __init__(
+        self, servers: dict[str, ServerProcess], body: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
         self.servers = servers
+        self.body = body or (lambda: BODY)
         self.answers: Counter[tuple[str, int]] = Counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -88,10 +92,11 @@ class Load:
     def _run(self) -> None:
         with requests.Session() as session:
             while not self._stop.is_set():
+                body = self.body()
                 for track, server in self.servers.items():
                     url = f"{server.url}/v2/models/{server.name}/infer"
                     try:
-                        code = session.post(url, json=BODY, timeout=10).status_code
+                        code = session.post(url, json=body, timeout=10).status_code
                     except requests.RequestException:
                         code = 0
                     self.answers[(track, code)] += 1
@@ -108,16 +113,20 @@ class Load:
 
 @pytest.fixture
 def tracks(tmp_path: Path) -> Iterator[Any]:
-    """``tracks(name, {"stable": model, "canary": model})``: a server per track, standing in
-    for the pods of ModelDeployment ``name``; stopped after the test."""
+    """``tracks(name, {"stable": model, "canary": (model, [server args])})``: a server per
+    track, standing in for the pods of ModelDeployment ``name``; stopped after the test."""
     started: list[ServerProcess] = []
 
-    def start(name: str, models: dict[str, Path]) -> dict[str, ServerProcess]:
+    def start(
+        name: str, models: dict[str, Path | tuple[Path, list[str]]]
+    ) -> dict[str, ServerProcess]:
         servers = {}
-        for track, model in models.items():
+        for track, given in models.items():
+            model, args = given if isinstance(given, tuple) else (given, [])
             server = ServerProcess(
                 model,
-                tmp_path / f"{track}.log",
+                tmp_path / f"{track}-{len(started)}.log",
+                *args,
                 name="classifier",
                 env={"MODELDEPLOY_DEPLOYMENT_NAME": name, "MODELDEPLOY_TRACK": track},
             )

@@ -233,18 +233,19 @@ def rollback_message(entry: Mapping[str, Any], stable: Target) -> str:
     )
 
 
+def _measured(r: Mapping[str, Any]) -> str:
+    if r.get("value") is None:
+        return f"{r['name']}: no data ({r.get('message') or 'no samples'})"
+    bounds = ", ".join(f"{k} {r[k]:g}" for k in ("min", "max") if r.get(k) is not None)
+    return f"{r['name']} = {r['value']:.4g} ({bounds})"
+
+
 def failed_values(results: list[dict[str, Any]]) -> str:
-    """'error-rate = 0.31 (max 0.05)' for each failed or inconclusive check."""
-    parts = []
-    for r in results:
-        if r["result"] == "Passed":
-            continue
-        if r.get("value") is None:
-            parts.append(f"{r['name']}: no data ({r.get('message') or 'no samples'})")
-            continue
-        bounds = ", ".join(f"{k} {r[k]:g}" for k in ("min", "max") if r.get(k) is not None)
-        parts.append(f"{r['name']} = {r['value']:.4g} ({bounds})")
-    return "; ".join(parts)
+    """'latency-p99 = 0.31 (max 0.05); passing: error-rate = 0 (max 0.01)': what failed (or
+    had no data) first, then what passed, so a rollback says what was measured."""
+    failed = [_measured(r) for r in results if r["result"] != "Passed"]
+    passed = [_measured(r) for r in results if r["result"] == "Passed"]
+    return "; ".join(failed) + (f"; passing: {', '.join(passed)}" if passed else "")
 
 
 def advance(md: ModelDeployment, status: Mapping[str, Any], obs: Observations) -> Decision:
