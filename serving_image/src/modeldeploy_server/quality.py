@@ -131,6 +131,7 @@ class InputMonitor:
         self.numeric_in_order = numeric_columns == list(range(len(numeric_columns)))
         self.low = np.array([f.min for f in self.numeric], dtype=np.float64)
         self.high = np.array([f.max for f in self.numeric], dtype=np.float64)
+        self._bounds: dict[np.dtype, tuple[np.ndarray, np.ndarray]] = {}
         # Bins of equal width (what the exporter writes) are found by arithmetic on the whole
         # block; a feature with other edges by a binary search of its column.
         edges = [np.array(f.histogram.edges, dtype=np.float64) for f in self.numeric]
@@ -187,8 +188,30 @@ class InputMonitor:
             for j, category in enumerate(self.categories):
                 codes[:, j] = category.codes(x[:, category.feature.column])
         self._stage(numeric, codes, x.shape[0])
-        if self.reject:
+        if self.reject and not self._inside(numeric, codes):
             self._refuse_outliers(x, numeric, codes)
+
+    def _inside(self, numeric: np.ndarray | None, codes: np.ndarray | None) -> bool:
+        """Whether every value is in the profile (the quick test; NaN is not inside)."""
+        if numeric is not None:
+            low, high = self._bounds.get(numeric.dtype) or self._bounds_for(numeric.dtype)
+            if not (np.greater_equal(numeric, low).all() and np.less_equal(numeric, high).all()):
+                return False
+        return codes is None or bool((codes >= 0).all() and (codes < self.unseen).all())
+
+    def _bounds_for(self, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+        """min and max in the request's own float32 when it is one: comparing without
+        converting every value costs less. Rounded inwards, so that for any float32 value
+        ``x >= low32`` exactly when ``x >= min``."""
+        if dtype != np.float32:
+            return self.low, self.high
+        low = self.low.astype(np.float32)
+        high = self.high.astype(np.float32)
+        below, above = low < self.low, high > self.high
+        low[below] = np.nextafter(low[below], np.float32(np.inf))
+        high[above] = np.nextafter(high[above], np.float32(-np.inf))
+        self._bounds[dtype] = (low, high)
+        return low, high
 
     def _refuse_outliers(
         self, x: np.ndarray, numeric: np.ndarray | None, codes: np.ndarray | None

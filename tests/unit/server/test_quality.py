@@ -308,3 +308,32 @@ def test_bins_of_unequal_width() -> None:
                   [99.0, 0.0], [np.nan, 0.0]], dtype=np.float32)  # fmt: skip
     monitor.check({"X": x})
     assert _window(monitor)["a"] == [2, 2, 3]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    low=st.floats(-1e6, 1e6),
+    width=st.floats(0.0, 1e6),
+    steps=st.lists(st.integers(-3, 3), min_size=1, max_size=6),
+)
+def test_the_quick_float32_test_agrees_with_exact_comparison(
+    low: float, width: float, steps: list[int]
+) -> None:
+    high = low + width
+    monitor = _monitor(_profile(_numeric("a", 0, low=low, high=high)), policy="reject")
+    # float32 values a few steps around each bound, where rounding would show.
+    values = []
+    for bound, step in zip([low, high] * len(steps), steps * 2, strict=False):
+        value = np.float32(bound)
+        for _ in range(abs(step)):
+            value = np.nextafter(value, np.float32(np.inf if step > 0 else -np.inf))
+        values.append(value)
+    x = np.array(values, dtype=np.float32).reshape(-1, 1)
+    exact = all(low <= float(v) <= high for v in values)
+    assert monitor._inside(x, None) is exact
+    try:
+        monitor.check({"X": x})
+        refused = False
+    except Unprocessable:
+        refused = True
+    assert refused is not exact
