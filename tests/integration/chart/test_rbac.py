@@ -197,6 +197,61 @@ def test_the_operator_needs_nothing_more_than_the_chart_grants(
     }
 
 
+@pytest.mark.usefixtures("gateway_api")
+def test_the_chart_identity_takes_a_canary_through_promotion_and_rollback(
+    cluster: Any, install: Install, run_operator: Any
+) -> None:
+    """Canary rollouts with Gateway API routing, run by the operator with the chart's
+    ServiceAccount: the per-track Deployments, Services and HTTPRoute are created, moved and
+    removed, the promote/abort annotations cleared, and nothing is refused."""
+    app = install.app
+    audit_before = len(cluster.audit_writes(install.user))
+    operator = run_operator(install.kubeconfig, f"--namespace={app}", "--standalone")
+    rollout = {
+        "strategy": "Canary",
+        "steps": [{"setWeight": 50}, {"pause": {}}],
+        "trafficRouting": {"gatewayAPI": {"parentRefs": [{"name": "public"}]}},
+    }
+
+    def canary_state() -> str | None:
+        md = get(cluster, "mdep", app, "fraud") or {}
+        return (md.get("status", {}).get("canary") or {}).get("state")
+
+    def last(result: str) -> bool:
+        history = ((get(cluster, "mdep", app, "fraud") or {}).get("status") or {}).get("history")
+        return bool(history) and history[0]["result"] == result
+
+    apply_md(cluster, app, "fraud", {"model": {"uri": MODEL_A}, "rollout": rollout})
+    wait_for(lambda: ready_for_current_generation(cluster, app, "fraud"), 90, "Ready")
+    for uri, annotation, result in (
+        (MODEL_B, "serving.modeldeploy.io/promote=true", "Promoted"),
+        (MODEL_A, "serving.modeldeploy.io/abort=true", "RolledBack"),
+    ):
+        apply_md(cluster, app, "fraud", {"model": {"uri": uri}, "rollout": rollout})
+        wait_for(lambda: canary_state() == "Paused", 90, "the canary paused at 50%")
+        route = get(cluster, "httproute", app, "fraud")
+        assert route is not None
+        weights = [ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]]
+        assert weights == [50, 50]
+        cluster.kubectl("annotate", "mdep", "fraud", "-n", app, annotation)
+        wait_for(lambda result=result: last(result), 90, result)  # type: ignore[misc]
+        wait_for(lambda: get(cluster, "deployment", app, "fraud-canary") is None, 60, "no canary")
+    cluster.kubectl("delete", "mdep", "fraud", "-n", app)
+    wait_for(lambda: get(cluster, "httproute", app, "fraud") is None, 60, "garbage collection")
+    operator.stop()
+
+    writes = writes_by(cluster, install.user, audit_before)
+    refused = [w for w in writes if w["responseStatus"]["code"] >= 400]
+    assert refused == [], [(w["verb"], w["objectRef"], w["responseStatus"]) for w in refused]
+    assert operator.refusals() == []
+    made = {(w["verb"], w["objectRef"]["resource"]) for w in writes}
+    assert {
+        ("patch", "httproutes"),
+        ("delete", "deployments"),
+        ("patch", "modeldeployments"),  # the annotations removed once acted on
+    } <= made
+
+
 @pytest.mark.parametrize(
     "request_",
     [
