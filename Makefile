@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml hack/setup.sh
 
 control-plane:
 	bash hack/build-control-plane.sh >/dev/null
+	bash hack/fetch-gateway-api.sh >/dev/null
 
 cluster: setup control-plane
 	$(PY) -m modeldeploy.devcluster up
