@@ -165,8 +165,7 @@ class CanaryStatus(ApiModel):
     passed_checks: int = Field(
         default=0,
         ge=0,
-        description="Passed analysis runs so far: with analysis, promotion waits for at least "
-        "one.",
+        description="Passed analysis runs so far: with analysis, promotion waits for at least one.",
     )
     analysis: Annotated[list[AnalysisResult], Field(max_length=16), *list_map("name")] | None = (
         Field(default=None, description="Result of the latest analysis run, by metric.")

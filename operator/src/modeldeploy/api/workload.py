@@ -46,9 +46,7 @@ class ModelProfile(ApiModel):
         description="Where the profile (model.profile.json) is fetched from; same schemes and "
         "credentials as the model."
     )
-    sha256: Sha256 | None = Field(
-        default=None, description="Expected SHA-256 of the profile file."
-    )
+    sha256: Sha256 | None = Field(default=None, description="Expected SHA-256 of the profile file.")
     policy: Literal["observe", "reject"] = Field(
         default="observe",
         description="observe: count out-of-profile inputs (metrics only). reject: answer a "
