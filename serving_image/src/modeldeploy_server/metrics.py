@@ -4,7 +4,9 @@ Workers record into plain dicts and lists (a dict update and a bisect per observ
 locks, no shared memory on the request path). The supervisor asks every worker for a
 snapshot when Prometheus scrapes, then adds counters, histograms and in-flight gauges
 over workers and takes the maximum of per-worker facts (model load time, model info),
-which summing would overstate. Every series carries ``deployment`` and ``track``.
+which summing would overstate. Every series carries ``deployment`` and ``track``. The
+model-aware metrics (inputs against the training profile, predictions) come from the
+worker's ``monitor`` and are merged in ``quality_metrics``.
 """
 
 from __future__ import annotations
