@@ -367,6 +367,7 @@ class Dispatcher:
                     if uid in self._gone:  # deleted meanwhile: remember nothing
                         self._running.discard(uid)
                         self._pending.pop(uid, None)
+                        self._gone.discard(uid)
                         return
                     self._statuses[uid] = outcome.status
                     self._names[uid] = (namespace, name)
@@ -383,6 +384,7 @@ class Dispatcher:
             with self._guard:
                 self._running.discard(uid)
                 self._pending.pop(uid, None)
+                self._gone.discard(uid)
             raise
 
     def _retry_later(self, uid: str, namespace: str, name: str) -> None:

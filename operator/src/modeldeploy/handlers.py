@@ -64,6 +64,12 @@ class RememberedDiffBase(kopf.DiffBaseStorage):
         essence = super().build(body=body, extra_fields=extra_fields)
         annotations = essence.get("metadata", {}).get("annotations", {})
         annotations.pop(LEGACY_DIFFBASE, None)  # left by earlier versions
+        # An object marked "kopf-managed" by earlier versions has every annotation under our
+        # prefix left out by kopf; the user's rollout controls must still count as changes.
+        given = body.get("metadata", {}).get("annotations", {})
+        for key in (PROMOTE_ANNOTATION, ABORT_ANNOTATION):
+            if key in given:
+                essence.setdefault("metadata", {}).setdefault("annotations", {})[key] = given[key]
         self.remove_empty_stanzas(essence)
         return essence
 

@@ -14,6 +14,7 @@ import kopf
 import pytest
 
 from modeldeploy import handlers
+from modeldeploy.api import PROMOTE_ANNOTATION
 from modeldeploy.dispatch import Dispatcher
 from modeldeploy.kube import Kube
 from modeldeploy.settings import OperatorSettings
@@ -147,3 +148,44 @@ def test_the_requeue_thread_reconciles_a_due_object_read_fresh(
     finally:
         stop.set()
         dispatcher.requeues.wake()
+
+
+def test_kopf_bookkeeping_is_remembered_and_still_sees_the_rollout_annotations() -> None:
+    """In memory, not annotations; an object an earlier version marked "kopf-managed" (kopf
+    then leaves out every annotation under our prefix) still sees promote as a change."""
+    diffbase, progress = handlers.RememberedDiffBase(), handlers.RememberedProgress()
+    legacy = {
+        "serving.modeldeploy.io/kopf-managed": "yes",
+        "serving.modeldeploy.io/last-handled-configuration": "{}",
+        "example.com/team": "ml",
+    }
+    body = kopf.Body(
+        {
+            "metadata": {"uid": "u1", "name": "iris", "annotations": legacy},
+            "spec": {"replicas": 1},
+        }
+    )
+    promoted = kopf.Body(
+        {
+            "metadata": {
+                "uid": "u1",
+                "name": "iris",
+                "annotations": {**legacy, PROMOTE_ANNOTATION: "true"},
+            },
+            "spec": {"replicas": 1},
+        }
+    )
+
+    def essence(of: kopf.Body) -> Any:
+        return progress.clear(essence=diffbase.build(body=of))
+
+    assert diffbase.fetch(body=body) is None  # never handled: kopf sees a creation
+    patch = kopf.Patch()
+    diffbase.store(body=body, patch=patch, essence=essence(body))
+    assert not patch  # nothing written to the object
+    assert diffbase.fetch(body=body) == essence(body)
+    assert essence(body)["metadata"]["annotations"] == {"example.com/team": "ml"}
+    assert essence(promoted) != essence(body)  # the promote annotation is a change
+    assert essence(promoted)["metadata"]["annotations"][PROMOTE_ANNOTATION] == "true"
+    diffbase.forget("u1")
+    assert diffbase.fetch(body=body) is None
