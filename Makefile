@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 .PHONY: help setup control-plane cluster cluster-down test lint unit integration crds bench bench-quick demo clean
 
 help:
-	@echo "make demo          the main job: serve a model, roll out a canary, end to end"
+	@echo "make demo          the main job, end to end: chart, operator, a model served, a canary promoted"
 	@echo "make test          lint and every test (unit and integration, against a real control plane)"
 	@echo "make setup         .venv with modeldeploy installed editable, all extras"
 	@echo "make cluster       start the local control plane (.cluster/kubeconfig, .cluster/bin/)"
@@ -60,10 +60,9 @@ bench: setup
 bench-quick: setup
 	BENCH_QUICK=1 bash benchmarks/run.sh
 
-demo:
-	@echo "make demo is not built yet (the user-path issue): follow 'Try it on the local" \
-	      "control plane' in README.md meanwhile." >&2
-	@exit 1
+# Reuses a running `make cluster`, else starts a private control plane and stops it at the end.
+demo: setup control-plane
+	$(PY) -m modeldeploy.demo
 
 clean: cluster-down
 	rm -rf $(VENV)
