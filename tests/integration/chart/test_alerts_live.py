@@ -16,8 +16,8 @@ from sklearn.linear_model import LogisticRegression
 
 from modeldeploy.cli import main as modeldeploy
 from tests.integration.chart.conftest import Helm
-from tests.integration.server.conftest import ServerProcess
 from tests.support.prometheus import Prometheus
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 

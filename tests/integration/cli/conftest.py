@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from modeldeploy.cli import main
 from modeldeploy.kube import Kube, api_client_from_environment
-from tests.integration.server.conftest import ServerProcess
+from tests.support.servers import ServerProcess
 
 MODEL_NAME = "iris"
 WIDTH = 4

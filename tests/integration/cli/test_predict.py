@@ -11,7 +11,7 @@ import pytest
 
 from modeldeploy.cli import main
 from tests.integration.cli.conftest import MODEL_NAME, WIDTH, cli, write_rows
-from tests.integration.server.conftest import ServerProcess, free_port
+from tests.support.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.integration
 

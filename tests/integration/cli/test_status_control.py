@@ -209,7 +209,7 @@ def test_an_api_server_that_is_not_there_is_named(
     cluster: Any, tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from modeldeploy.cli import main
-    from tests.integration.server.conftest import free_port
+    from tests.support.servers import free_port
 
     config = yaml.safe_load(cluster.kubeconfig.read_text())
     for entry in config["clusters"]:

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.server.conftest import ServerProcess
 from tests.support.prometheus import Prometheus, PrometheusError
+from tests.support.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 

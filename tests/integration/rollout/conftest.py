@@ -19,8 +19,8 @@ import pytest
 import requests
 
 from tests.integration.operator.conftest import OPERATOR_USER, watching
-from tests.integration.server.conftest import ServerProcess
 from tests.support.operator_process import OperatorProcess, wait_for
+from tests.support.servers import ServerProcess
 
 OLD = "https://models.example.com/iris/1/model.onnx"
 NEW = "https://models.example.com/iris/2/model.onnx"

@@ -20,7 +20,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.unit.server.profiles import (
+from tests.support.profiles import (
     build_profile,
     classifier_training_rows,
     regressor_training_rows,

@@ -24,14 +24,14 @@ from modeldeploy_server.predictions import (
 from modeldeploy_server.profile import parse_profile
 from modeldeploy_server.quality import QualityOptions
 from modeldeploy_server.runtime.onnx import OnnxModel
-
-from .conftest import make_app
-from .profiles import (
+from tests.support.profiles import (
     build_profile,
     categorical_feature,
     classifier_training_rows,
     regressor_training_rows,
 )
+
+from .conftest import make_app
 
 QUALITY_FAMILIES = {
     "modeldeploy_feature_values",

@@ -18,8 +18,7 @@ from modeldeploy_server.profile import (
     parse_profile,
     read_profile,
 )
-
-from .profiles import build_profile, classifier_training_rows
+from tests.support.profiles import build_profile, classifier_training_rows
 
 EDGES = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
 VALID: dict[str, Any] = {

@@ -16,8 +16,7 @@ from modeldeploy_server.profile import parse_profile
 from modeldeploy_server.quality import STAGE_ROWS, InputMonitor, QualityOptions
 from modeldeploy_server.quality_metrics import EPSILON, QualityAggregate, psi
 from modeldeploy_server.tensors import TensorSpec
-
-from .profiles import build_profile, categorical_feature, classifier_training_rows
+from tests.support.profiles import build_profile, categorical_feature, classifier_training_rows
 
 EDGES = [float(e) for e in range(11)]  # bins [0,1) ... [9,10]
 UNIFORM = [0.1] * 10
