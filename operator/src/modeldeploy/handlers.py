@@ -25,7 +25,8 @@ from modeldeploy.api import (
     PROMOTE_ANNOTATION,
     VERSION,
 )
-from modeldeploy.dispatch import Dispatcher, PodWatch
+from modeldeploy.cache import PodWatch
+from modeldeploy.dispatch import Dispatcher
 from modeldeploy.kube import Kube, api_client_from_environment, is_transient
 from modeldeploy.metrics import serve as serve_metrics
 from modeldeploy.reconcilers import plain

@@ -1,5 +1,5 @@
-"""The dispatcher's coalescing, requeue times and retries; the child and pod stores; the reads
-they answer (threads and data only; no cluster: the API port is replaced where it is called)."""
+"""The dispatcher's coalescing, requeue times and retries, and its listing of the children
+(threads and data only; no cluster: the API port is replaced where it is called)."""
 
 from __future__ import annotations
 
@@ -10,62 +10,15 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy import dispatch
-from modeldeploy.dispatch import (
-    RETRY_BACKOFF,
-    CachingKube,
-    ChildStore,
-    Dispatcher,
-    PodStore,
-    Requeues,
-    equality_selector,
-    trim_pod,
-)
+from modeldeploy.dispatch import RETRY_BACKOFF, Dispatcher, Requeues
 from modeldeploy.kube import Kube
 from modeldeploy.reconcilers import Outcome
 from modeldeploy.settings import OperatorSettings
-
-
-def child(rv: str, replicas: int = 1, name: str = "iris") -> dict[str, Any]:
-    return {
-        "kind": "Deployment",
-        "metadata": {"namespace": "ns", "name": name, "resourceVersion": rv},
-        "spec": {"replicas": replicas},
-    }
+from tests.unit.operator.test_cache import ANSWERS, FakeKube, answer_requests
 
 
 def md(rv: str = "1", uid: str = "u", name: str = "iris") -> dict[str, Any]:
     return {"metadata": {"uid": uid, "namespace": "ns", "name": name, "resourceVersion": rv}}
-
-
-def pod(name: str, track: str = "stable", owner: str = "iris", rv: str = "1") -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": name,
-            "namespace": "ns",
-            "resourceVersion": rv,
-            "labels": {
-                "app.kubernetes.io/managed-by": "modeldeploy",
-                "serving.modeldeploy.io/deployment": owner,
-                "serving.modeldeploy.io/track": track,
-            },
-            "annotations": {"big": "x" * 1000},
-            "ownerReferences": [{"kind": "ReplicaSet", "name": "rs"}],
-        },
-        "spec": {"containers": [{"name": "server", "image": "img"}]},
-        "status": {
-            "phase": "Pending",
-            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
-            "containerStatuses": [{"name": "server", "ready": False}],
-        },
-    }
-
-
-class FakeKube:
-    """Stands in for the API port where the dispatcher is built (it copies these fields)."""
-
-    client = None
-    field_manager = "modeldeploy"
-    timeout = 1.0
 
 
 class Clock:
@@ -78,21 +31,7 @@ class Clock:
 
 @pytest.fixture
 def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
-    """Every request the API port would send, answered from ``answers`` by path (or 404)."""
-    sent: list[tuple[str, str]] = []
-
-    def call(_self: Any, method: str, path: str, **kwargs: Any) -> Any:
-        sent.append((method, path + "?" + "&".join(f"{k}={v}" for k, v in kwargs.get("query", []))))
-        if path in ANSWERS:
-            return ANSWERS[path]
-        raise ApiException(status=404, reason="Not Found")
-
-    monkeypatch.setattr(Kube, "_call", call)
-    ANSWERS.clear()
-    return sent
-
-
-ANSWERS: dict[str, Any] = {}
+    return answer_requests(monkeypatch)
 
 
 def make_dispatcher(clock: Clock | None = None) -> Dispatcher:
@@ -104,54 +43,7 @@ def make_dispatcher(clock: Clock | None = None) -> Dispatcher:
     )
 
 
-# The child store ----------------------------------------------------------------------------
-
-
-def test_store_keeps_the_newest_version_and_forgets_deleted() -> None:
-    store = ChildStore()
-    assert store.put(child("10", replicas=2))
-    assert not store.put(child("9", replicas=1))  # an older event arriving late
-    assert store.get("Deployment", "ns", "iris")["spec"]["replicas"] == 2  # type: ignore[index]
-    assert not store.put(child("10", replicas=2))  # the same version again: nothing new
-    assert store.put(child("11", replicas=3))
-    assert store.get("Deployment", "ns", "iris")["spec"]["replicas"] == 3  # type: ignore[index]
-    assert ("Deployment", "ns", "iris") in store
-    store.drop("Deployment", "ns", "iris", version=12)
-    assert store.get("Deployment", "ns", "iris") is None
-    assert not store.put(child("11"))  # a list older than the deletion cannot revive it
-    assert store.put(child("13"))  # a new object of the same name can
-
-
-def test_children_of_a_listed_kind_that_the_store_lacks_are_absent_without_a_read(
-    requests: list[tuple[str, str]],
-) -> None:
-    store, pods = ChildStore(), PodStore()
-    kube = CachingKube(FakeKube(), store, pods)  # type: ignore[arg-type]
-    assert kube.get("apps/v1", "Deployment", "ns", "iris") is None
-    assert len(requests) == 1  # not listed yet: a real read
-    store.refresh("Deployment", "ns", [child("5", name="wine")], version=5)
-    assert kube.get("apps/v1", "Deployment", "ns", "iris") is None
-    assert kube.get("apps/v1", "Deployment", "ns", "wine")["metadata"]["name"] == "wine"  # type: ignore[index]
-    assert kube.get("v1", "Service", "ns", "iris") is None  # another kind: still read
-    assert kube.get("apps/v1", "Deployment", "other", "iris") is None  # another namespace
-    assert len(requests) == 3
-    store.refresh("Service", None, [], version=5)  # listed in every namespace
-    assert kube.get("v1", "Service", "elsewhere", "iris") is None
-    assert len(requests) == 3
-
-
-def test_a_new_list_forgets_children_deleted_unseen_but_not_newer_ones() -> None:
-    store = ChildStore()
-    store.put(child("5", name="missed"))  # its deletion event was lost in a reconnect
-    store.put(child("5", name="kept", replicas=1))
-    store.put(child("30", name="applied"))  # our own apply, after the list was taken
-    store.put({**child("5"), "kind": "Service"})  # another kind: not in this list
-    store.refresh("Deployment", "ns", [child("9", name="kept", replicas=2)], version=20)
-    assert store.get("Deployment", "ns", "missed") is None
-    assert store.known_absent("Deployment", "ns", "missed")
-    assert store.get("Deployment", "ns", "kept")["spec"]["replicas"] == 2  # type: ignore[index]
-    assert store.get("Deployment", "ns", "applied") is not None
-    assert store.get("Service", "ns", "iris") is not None
+# Listing the children -----------------------------------------------------------------------
 
 
 def test_list_children_fills_the_store_and_marks_kinds_listed(
@@ -174,72 +66,6 @@ def test_list_children_fills_the_store_and_marks_kinds_listed(
     assert dispatcher.child_event(event, deleted=False)
     assert dispatcher.child_event(event, deleted=True)
     assert dispatcher.store.known_absent("Deployment", "ns", "iris")
-
-
-# The pod store ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("selector", "parsed"),
-    [
-        ("a=b", {"a": "b"}),
-        ("a=b,c.io/d=e", {"a": "b", "c.io/d": "e"}),
-        ("a==b", {"a": "b"}),
-        ("a!=b", None),
-        ("a in (b,c)", None),
-        ("a", None),
-        ("!a", None),
-        ("", None),
-        (None, None),
-    ],
-)
-def test_equality_selectors_are_the_only_ones_answered(
-    selector: str | None, parsed: dict[str, str] | None
-) -> None:
-    assert equality_selector(selector) == parsed
-
-
-def test_a_pod_keeps_only_what_status_needs() -> None:
-    trimmed = trim_pod(pod("p1"))
-    assert set(trimmed["metadata"]) == {"name", "namespace", "labels", "resourceVersion"}
-    assert trimmed["status"] == {
-        "phase": "Pending",
-        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
-    }
-    assert "spec" not in trimmed
-
-
-def test_pod_store_answers_equality_selectors_once_synced() -> None:
-    store = PodStore()
-    selector = "serving.modeldeploy.io/deployment=iris,serving.modeldeploy.io/track=stable"
-    assert store.select("ns", selector) is None  # not listed yet: the caller must list
-    store.replace("ns", [pod("p1"), pod("p2", track="canary"), pod("w1", owner="wine")])
-    assert [p["metadata"]["name"] for p in store.select("ns", selector) or []] == ["p1"]
-    assert store.select("ns", "serving.modeldeploy.io/deployment!=iris") is None
-    assert store.select("other", selector) is None  # a namespace no watch covers
-    store.update("ADDED", pod("p3"))
-    store.update("DELETED", pod("p1"))
-    assert [p["metadata"]["name"] for p in store.select("ns", selector) or []] == ["p3"]
-    store.unsync("ns")  # the watch broke
-    assert store.select("ns", selector) is None
-    store.replace(None, [pod("p9")])  # a watch of every namespace
-    assert [p["metadata"]["name"] for p in store.select("other", selector) or []] == []
-    assert [p["metadata"]["name"] for p in store.select("ns", selector) or []] == ["p9"]
-    assert len(store) == 1
-
-
-def test_pod_lists_come_from_the_store_when_it_can_answer(
-    requests: list[tuple[str, str]],
-) -> None:
-    pods = PodStore()
-    kube = CachingKube(FakeKube(), ChildStore(), pods)  # type: ignore[arg-type]
-    ANSWERS["/api/v1/namespaces/ns/pods"] = {"items": [pod("p1")]}
-    selector = "serving.modeldeploy.io/deployment=iris,serving.modeldeploy.io/track=stable"
-    assert len(kube.list("v1", "Pod", "ns", selector)) == 1  # before the watch synced
-    pods.replace("ns", [])
-    assert kube.list("v1", "Pod", "ns", selector) == []  # from the store
-    assert len(kube.list("v1", "Pod", "ns", "app!=x")) == 1  # a selector it cannot answer
-    assert len(requests) == 2
 
 
 # Requeue times ------------------------------------------------------------------------------
