@@ -225,9 +225,11 @@ def test_httproute_weights_follow_the_steps(
     assert {"iris-stable": 70, "iris-canary": 30} in seen or canary(cluster, namespace, "iris")[
         "stepIndex"
     ] == 3
-    # the main Service sends nothing to the canary: only the route splits traffic
-    main = get(cluster, "service", namespace, "iris")
-    assert main is not None and main["spec"]["selector"]["serving.modeldeploy.io/track"] == "stable"
+    # each track's Service selects that track's pods only: the route's weights are exact
+    for track in ("stable", "canary"):
+        service = get(cluster, "service", namespace, f"iris-{track}")
+        assert service is not None
+        assert service["spec"]["selector"]["serving.modeldeploy.io/track"] == track
 
     cluster.kubectl(
         "annotate", "mdep", "iris", "-n", namespace, "serving.modeldeploy.io/promote=true"

@@ -6,7 +6,6 @@ from typing import Any
 
 from modeldeploy.api import ModelDeployment
 from modeldeploy.builders.names import (
-    STABLE,
     Track,
     child_metadata,
     selector_labels,
@@ -20,12 +19,10 @@ def build_service(
 ) -> dict[str, Any]:
     """The Service selecting the serving pods of ``md`` (of one ``track`` when given).
 
-    With Gateway API routing the main Service selects the stable track only: the HTTPRoute
-    alone decides how much traffic the canary gets."""
+    The main Service selects every track: it is what in-cluster clients (status.url) and the
+    ServiceMonitor use. With Gateway API routing, traffic through the Gateway is split exactly
+    by the HTTPRoute over the per-track Services."""
     settings = settings or OperatorSettings()
-    selected = track
-    if track is None and md.spec.rollout.traffic_routing is not None:
-        selected = STABLE
     extra: dict[str, Any] = {}
     if md.spec.service.annotations:
         extra["annotations"] = dict(md.spec.service.annotations)
@@ -35,7 +32,7 @@ def build_service(
         "metadata": child_metadata(md, service_name(md, track), track, **extra),
         "spec": {
             "type": md.spec.service.type,
-            "selector": selector_labels(md, selected),
+            "selector": selector_labels(md, track),
             "ports": [
                 {
                     "name": "http",
