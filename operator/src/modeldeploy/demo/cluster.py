@@ -65,8 +65,8 @@ class ClusterSession:
         self.namespace = namespace
         self.release = release
         self.stack = stack
-        self.root = project_root()
-        self.cluster_root = cluster_root or self.root / ".cluster"
+        self.root = Path.cwd()
+        self.cluster_root = cluster_root
         self.env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         self.cluster: LocalCluster | None = None
         self.reused = False
@@ -134,7 +134,8 @@ class ClusterSession:
 
     # Step 1 ------------------------------------------------------------------------------
     def start_cluster(self) -> None:
-        default = self.cluster_root
+        self.root = project_root()  # the checkout: its chart, and where `make cluster` runs
+        default = self.cluster_root or self.root / ".cluster"
         self.reused = LocalCluster.load(default) is not None
         if not self.reused:
             self.console.info(

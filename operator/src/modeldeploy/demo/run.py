@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import traceback
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
@@ -305,8 +306,13 @@ class Demo:
             detail += str(error.stderr or error.stdout or "").strip()[-3000:]
         elif isinstance(error, DemoError | ControlPlaneError):
             detail = str(error)
-        else:
-            detail = f"{type(error).__name__}: {error}"
+        elif isinstance(error, ModuleNotFoundError):
+            detail = (
+                f"{error.name} is not installed: the demo needs modeldeploy with its operator, "
+                "server and export extras (`make setup` installs them)"
+            )
+        else:  # a bug of the demo's own: the whole traceback helps
+            detail = "".join(traceback.format_exception(error)).rstrip()
         print(file=c.stream)
         c.line(f"FAILED at {where}: {detail}")
         for name, text in self.children.tails():
