@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup control-plane cluster cluster-down test lint unit integration crds bench bench-quick demo clean
+.PHONY: help setup control-plane cluster cluster-down test lint unit integration crds bench bench-quick bench-quality bench-operator demo clean
 
 help:
 	@echo "make demo          the main job, end to end: chart, operator, a model served, a canary promoted"
@@ -18,6 +18,8 @@ help:
 	@echo "make crds          regenerate the CRD from the pydantic models"
 	@echo "make bench         the side-by-side serving benchmark (benchmarks/RESULTS.md, ~30 min)"
 	@echo "make bench-quick   a ~3 min smoke run of the same"
+	@echo "make bench-quality the cost of input checks against a training profile (~3 min)"
+	@echo "make bench-operator 500 ModelDeployments at once, beside the bare-script limit (~5 min)"
 
 setup: $(STAMP)
 
@@ -59,6 +61,12 @@ bench: setup
 
 bench-quick: setup
 	BENCH_QUICK=1 bash benchmarks/run.sh
+
+bench-quality: setup
+	$(PY) benchmarks/quality_bench.py
+
+bench-operator: setup control-plane
+	$(PY) benchmarks/operator_scale.py --count 500 --rest-seconds 60
 
 # Reuses a running `make cluster`, else starts a private control plane and stops it at the end.
 demo: setup control-plane
