@@ -103,6 +103,7 @@ def test_install_waits_for_the_operator_and_establishes_the_crds(
         ("update", "customresourcedefinitions.apiextensions.k8s.io", False),
     ],
 )
+@pytest.mark.usefixtures("gateway_api")  # can-i on httproutes needs the kind to exist
 def test_cluster_wide_grants(
     cluster: Any, release: Release, verb: str, resource: str, allowed: bool
 ) -> None:

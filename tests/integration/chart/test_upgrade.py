@@ -124,6 +124,7 @@ def _can(cluster: Any, user: str, namespace: str, verb: str, resource: str) -> b
     return answer.stdout.strip() == "yes"
 
 
+@pytest.mark.usefixtures("gateway_api")  # can-i on httproutes needs the kind to exist
 def test_upgrade_from_the_previous_chart_keeps_modeldeployments_serving(
     cluster: Any,
     helm: Helm,

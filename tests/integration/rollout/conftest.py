@@ -20,6 +20,7 @@ import requests
 
 from tests.integration.operator.conftest import OPERATOR_USER, watching
 from tests.support.operator_process import OperatorProcess, wait_for
+from tests.support.prometheus import Prometheus
 from tests.support.servers import ServerProcess
 
 OLD = "https://models.example.com/iris/1/model.onnx"
@@ -74,6 +75,17 @@ def wait_stable(cluster: Any, namespace: str, name: str, uri: str, timeout: floa
         return md if done else None
 
     return wait_for(check, timeout, f"{name} stable on {uri}")
+
+
+def scrape(prometheus: Prometheus, namespace: str, servers: dict[str, ServerProcess]) -> None:
+    """Prometheus scrapes each server with the namespace label a ServiceMonitor would add."""
+    prometheus.set_targets(
+        [
+            (f"127.0.0.1:{server.metrics_port}", {"namespace": namespace, "job": track})
+            for track, server in servers.items()
+        ]
+    )
+    prometheus.wait_for_targets()
 
 
 class Load:

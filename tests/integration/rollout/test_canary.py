@@ -16,6 +16,7 @@ from tests.integration.rollout.conftest import (
     apply_md,
     condition,
     get,
+    scrape,
     set_model,
     status_of,
     wait_stable,
@@ -55,16 +56,6 @@ def events(cluster: Any, namespace: str, name: str) -> list[str]:
         f"involvedObject.name={name},involvedObject.kind=ModelDeployment", "-o", "json",
     )  # fmt: skip
     return [e["reason"] for e in json.loads(result.stdout)["items"]]
-
-
-def scrape(prometheus: Prometheus, namespace: str, servers: dict[str, Any]) -> None:
-    prometheus.set_targets(
-        [
-            (f"127.0.0.1:{server.metrics_port}", {"namespace": namespace, "job": track})
-            for track, server in servers.items()
-        ]
-    )
-    prometheus.wait_for_targets()
 
 
 def test_a_healthy_canary_walks_its_steps_and_is_promoted(

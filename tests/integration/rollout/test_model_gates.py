@@ -26,6 +26,7 @@ from tests.integration.rollout.conftest import (
     OLD,
     Load,
     apply_md,
+    scrape,
     set_model,
     status_of,
     wait_stable,
@@ -111,31 +112,35 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
     }
 
 
-def scrape(prometheus: Prometheus, namespace: str, servers: dict[str, Any]) -> None:
-    prometheus.set_targets(
-        [
-            (f"127.0.0.1:{server.metrics_port}", {"namespace": namespace, "job": track})
-            for track, server in servers.items()
-        ]
-    )
-    prometheus.wait_for_targets()
-
-
-def test_a_wrong_but_healthy_canary_is_rolled_back_for_prediction_drift(
+@pytest.fixture
+def serving(
     cluster: Any,
     namespace: str,
     rollout_operator: Any,
     prometheus: Prometheus,
     tracks: Any,
     versions: dict[str, tuple[Path, Path]],
+) -> Any:
+    """``serving(canary_version)``: v1 stable and the given canary served and scraped, the
+    operator running, the gated ModelDeployment Ready on v1. Returns the servers."""
+
+    def start(canary: str) -> dict[str, Any]:
+        servers = tracks(
+            "iris", {"stable": served(*versions["v1"]), "canary": served(*versions[canary])}
+        )
+        scrape(prometheus, namespace, servers)
+        rollout_operator()
+        apply_md(cluster, namespace, "iris", gated(prometheus))
+        wait_stable(cluster, namespace, "iris", OLD)
+        return servers
+
+    return start
+
+
+def test_a_wrong_but_healthy_canary_is_rolled_back_for_prediction_drift(
+    cluster: Any, namespace: str, serving: Any
 ) -> None:
-    servers = tracks(
-        "iris", {"stable": served(*versions["v1"]), "canary": served(*versions["wrong"])}
-    )
-    scrape(prometheus, namespace, servers)
-    rollout_operator()
-    apply_md(cluster, namespace, "iris", gated(prometheus))
-    wait_stable(cluster, namespace, "iris", OLD)
+    servers = serving("wrong")
 
     with Load(servers, Traffic()) as load:
         set_model(cluster, namespace, "iris", NEW)
@@ -159,20 +164,9 @@ def test_a_wrong_but_healthy_canary_is_rolled_back_for_prediction_drift(
 
 
 def test_a_retrained_equivalent_model_passes_the_same_gate(
-    cluster: Any,
-    namespace: str,
-    rollout_operator: Any,
-    prometheus: Prometheus,
-    tracks: Any,
-    versions: dict[str, tuple[Path, Path]],
+    cluster: Any, namespace: str, serving: Any
 ) -> None:
-    servers = tracks(
-        "iris", {"stable": served(*versions["v1"]), "canary": served(*versions["retrained"])}
-    )
-    scrape(prometheus, namespace, servers)
-    rollout_operator()
-    apply_md(cluster, namespace, "iris", gated(prometheus))
-    wait_stable(cluster, namespace, "iris", OLD)
+    servers = serving("retrained")
 
     with Load(servers, Traffic()):
         set_model(cluster, namespace, "iris", NEW)
