@@ -28,6 +28,7 @@ from modeldeploy.reconcilers.status import (
     invalid_status,
     transitions,
 )
+from modeldeploy.rollout.plan import iso
 from modeldeploy.settings import OperatorSettings
 
 __all__ = ["EventSink", "MayExist", "Outcome", "plain", "reconcile", "write_status"]
@@ -138,7 +139,8 @@ def reconcile(
         return outcome
 
     previous = raw.get("status") or {}
-    plan = plan_rollout(md, kube, settings, previous, datetime.now(UTC))
+    now = datetime.now(UTC)
+    plan = plan_rollout(md, kube, settings, previous, now)
     children = reconcile_children(
         md,
         kube,
@@ -165,7 +167,7 @@ def reconcile(
     wanted = (deployment or {}).get("spec", {}).get("replicas", 1)
     if deployment is not None and ready < wanted:
         seen.pods = serving_pods(kube, md)
-    status = compute_status(md, seen, previous)
+    status = compute_status(md, seen, previous, now=iso(now))
     outcome.status_written = write_status(kube, raw, status, emit)
     for kind, reason, message in plan.decision.events:
         emit(kind, reason, message)

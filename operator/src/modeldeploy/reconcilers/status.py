@@ -14,6 +14,7 @@ from typing import Any
 from modeldeploy.api import ModelDeployment
 from modeldeploy.builders.names import name_of, namespace_of, service_name
 from modeldeploy.rollout import Decision, Target
+from modeldeploy.rollout.plan import iso
 
 CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded")
 
@@ -42,7 +43,7 @@ class Verdict:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(datetime.now(UTC))
 
 
 def _unschedulable(pods: list[dict[str, Any]]) -> str | None:

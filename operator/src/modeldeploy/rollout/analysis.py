@@ -12,13 +12,14 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from modeldeploy.api import ModelDeployment, parse_duration
 from modeldeploy.api.rollout import AnalysisMetric
+from modeldeploy.rollout.plan import iso
 
 __all__ = [
     "AnalysisError",
@@ -194,13 +195,12 @@ def measure(
     now: datetime,
     *,
     unavailable: str | None = None,
-    clock: Callable[[datetime], str] | None = None,
 ) -> list[dict[str, Any]]:
     """One analysis run: every metric of ``md``'s analysis, as ``status.canary.analysis``."""
     analysis = md.spec.rollout.analysis
     if analysis is None:
         return []
-    stamp = (clock or (lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")))(now)
+    stamp = iso(now)
     results = []
     for metric in analysis.metrics:
         entry: dict[str, Any] = {"name": metric.name, "time": stamp}

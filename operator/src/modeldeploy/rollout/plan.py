@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from modeldeploy.api import ModelDeployment, parse_duration
@@ -503,8 +503,3 @@ def _walk(
         last = _last_analysis(canary) or parse_time(canary["startedAt"])
         decision.wake((last + parse_duration(analysis.interval) - obs.now).total_seconds())
     return decision
-
-
-def shifted(obs: Observations, seconds: float) -> Observations:
-    """The same observations, ``seconds`` later (for tests and simulations)."""
-    return replace(obs, now=obs.now + timedelta(seconds=seconds))
