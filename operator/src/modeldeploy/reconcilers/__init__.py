@@ -150,17 +150,16 @@ def reconcile(
         absent=plan.absent,
         may_exist=may_exist,
     )
-    problem = routing_error(children.refused)
-    if problem is not None:
+    problem = routing_error(children.refusals)
+    if problem is not None:  # reported as the rollout's problem, not as a refused child
         plan = with_routing_error(plan, md, previous, problem)
-        children.refused = [m for m in children.refused if "HTTPRoute/" not in m]
     outcome.applied, outcome.deleted = children.applied, children.deleted
     deployment = children.objects.get(deployment_name(md, STABLE))
     canary = children.objects.get(deployment_name(md, CANARY))
     seen = Observed(
         deployment=deployment,
         canary=canary if plan.decision.canary_target is not None else None,
-        refused=children.refused,
+        refused=children.refused(except_kind="HTTPRoute" if problem else None),
         rollout=plan.decision,
     )
     ready = (deployment or {}).get("status", {}).get("readyReplicas", 0)

@@ -31,14 +31,28 @@ from modeldeploy.settings import OperatorSettings
 log = logging.getLogger("modeldeploy.reconcile")
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A child the API server would not take."""
+
+    kind: str
+    message: str
+    unserved: bool = False
+    """The API server does not serve the kind at all (e.g. its CRD is not installed)."""
+
+
 @dataclass
 class ChildResult:
     """What reconciling the children did and saw."""
 
     applied: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def refused(self, *, except_kind: str | None = None) -> list[str]:
+        """The messages of the refusals (but those of ``except_kind``)."""
+        return [r.message for r in self.refusals if r.kind != except_kind]
 
 
 def _key(obj: dict[str, Any]) -> str:
@@ -57,12 +71,13 @@ def ensure(kube: Kube, desired: dict[str, Any], result: ChildResult) -> dict[str
     except ApiException as error:
         if is_transient(error):
             raise
+        unserved = error.status == 404 and not existing
         reason = error_message(error)
-        if error.status == 404 and not existing:
+        if unserved:
             reason = f"the API server does not serve {desired['apiVersion']} {desired['kind']}"
         message = f"the API server refused {_key(desired)}: {reason}"
         log.warning("child refused", extra={"child": _key(desired), "reason": message})
-        result.refused.append(message)
+        result.refusals.append(Refusal(desired["kind"], message, unserved))
         return existing
     result.applied.append(_key(desired))
     return current
@@ -85,8 +100,11 @@ def ensure_absent(
     may_exist: MayExist | None = None,
 ) -> None:
     """Delete a child we own that is no longer wanted (e.g. the HPA after autoscaling is unset)."""
-    known = may_exist is not None and kind not in UNWATCHED_KINDS
-    if known and not may_exist(kind, namespace_of(md), name):  # type: ignore[misc]
+    if (
+        may_exist is not None
+        and kind not in UNWATCHED_KINDS
+        and not may_exist(kind, namespace_of(md), name)
+    ):
         return
     existing = kube.get(api_version, kind, namespace_of(md), name)
     if existing is None:

@@ -23,6 +23,7 @@ from modeldeploy.builders import (
 from modeldeploy.builders.names import name_of, namespace_of
 from modeldeploy.builders.route import ROUTE_API_VERSION
 from modeldeploy.kube import Kube
+from modeldeploy.reconcilers.children import Refusal
 from modeldeploy.rollout import Decision, Observations, Target, advance, analysis_due
 from modeldeploy.rollout.analysis import Prometheus, measure
 from modeldeploy.rollout.plan import template_hash
@@ -195,16 +196,16 @@ def _children(
     return Plan(decision, obs, deployments, extra, absent, canary_now)
 
 
-def routing_error(refused: list[str]) -> str | None:
+def routing_error(refusals: list[Refusal]) -> str | None:
     """A user-facing message when the HTTPRoute was refused (e.g. no Gateway API CRDs)."""
-    for message in refused:
-        if "HTTPRoute/" not in message:
+    for refusal in refusals:
+        if refusal.kind != "HTTPRoute":
             continue
-        if "could not find the requested resource" in message or "does not serve" in message:
+        if refusal.unserved:
             return (
                 "the cluster has no Gateway API HTTPRoute (gateway.networking.k8s.io/v1): "
                 "install the Gateway API CRDs, or remove spec.rollout.trafficRouting to split "
                 "traffic by replica ratio"
             )
-        return message
+        return refusal.message
     return None
