@@ -24,6 +24,7 @@ from modeldeploy.builders.names import name_of, namespace_of
 from modeldeploy.builders.route import ROUTE_API_VERSION
 from modeldeploy.kube import Kube
 from modeldeploy.reconcilers.children import Refusal
+from modeldeploy.reconcilers.status import deployment_counts
 from modeldeploy.rollout import Decision, Observations, Target, advance, analysis_due
 from modeldeploy.rollout.analysis import Prometheus, measure
 from modeldeploy.rollout.plan import template_hash
@@ -69,20 +70,16 @@ def serving(md: ModelDeployment, target: Target) -> ModelDeployment:
 
 
 def _runs(deployment: dict[str, Any] | None, *, complete: bool) -> str | None:
-    """The target key a Deployment runs (all its pods ready and updated, when ``complete``)."""
+    """The target key a Deployment runs (all its pods ready and updated, and no pod of an
+    older template left, when ``complete``)."""
     if deployment is None:
         return None
-    meta, spec, status = deployment["metadata"], deployment["spec"], deployment.get("status", {})
-    key = (meta.get("annotations") or {}).get(TARGET_ANNOTATION)
+    key = (deployment["metadata"].get("annotations") or {}).get(TARGET_ANNOTATION)
     if not complete:
         return key
-    want = int(spec.get("replicas", 1))
-    done = (
-        status.get("observedGeneration", 0) >= meta.get("generation", 1)
-        and int(status.get("updatedReplicas", 0)) >= want
-        and int(status.get("readyReplicas", 0)) >= want
-        and int(status.get("replicas", 0)) <= want
-    )
+    want, ready, updated, _, observed = deployment_counts(deployment)
+    pods = int(deployment.get("status", {}).get("replicas", 0))
+    done = observed and updated >= want and ready >= want and pods <= want
     return key if done else None
 
 

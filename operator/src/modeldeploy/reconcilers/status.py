@@ -66,7 +66,7 @@ def _deployment_condition(deployment: dict[str, Any], kind: str) -> dict[str, An
     return None
 
 
-def _counts(deployment: dict[str, Any] | None) -> tuple[int, int, int, int, bool]:
+def deployment_counts(deployment: dict[str, Any] | None) -> tuple[int, int, int, int, bool]:
     """(desired, ready, updated, available, observed) of a Deployment."""
     if deployment is None:
         return 0, 0, 0, 0, False
@@ -84,7 +84,7 @@ def _counts(deployment: dict[str, Any] | None) -> tuple[int, int, int, int, bool
 
 def judge(md: ModelDeployment, seen: Observed) -> dict[str, Verdict]:
     """The four conditions, decided from the observations."""
-    desired, ready, updated, available, observed = _counts(seen.deployment)
+    desired, ready, updated, available, observed = deployment_counts(seen.deployment)
     problems: list[tuple[str, str]] = []
     if seen.invalid_spec:
         problems.append(("InvalidSpec", seen.invalid_spec))
@@ -204,8 +204,8 @@ def compute_status(
     now = now or now_iso()
     verdicts = judge(md, seen)
     generation = int(md.metadata.get("generation", 0))
-    desired, ready, _, _, _ = _counts(seen.deployment)
-    canary_desired, canary_ready, _, _, _ = _counts(seen.canary)
+    desired, ready, _, _, _ = deployment_counts(seen.deployment)
+    canary_desired, canary_ready, _, _, _ = deployment_counts(seen.canary)
     if seen.rollout is not None:
         kept = {
             "stable": seen.rollout.stable,
