@@ -120,9 +120,7 @@ class Kube:
         label_selector: str | None = None,
     ) -> list[dict[str, Any]]:
         """Objects of a kind in one namespace (or all namespaces when None)."""
-        query = [("labelSelector", label_selector)] if label_selector else []
-        result = self._call("GET", resource_path(api_version, kind, namespace), query=query)
-        return list(result.get("items", []))
+        return self.list_with_version(api_version, kind, namespace, label_selector)[0]
 
     def list_with_version(
         self,
