@@ -98,6 +98,14 @@ def remove_gateway_api(cluster: Any, timeout: float = 60) -> None:
     """Delete the CRDs (and with them every Gateway API object) and wait until the API server
     no longer serves the group."""
     names = crd_names(gateway_api_crds_dir())
+    # A CRD deleted while its storage still initialises (just installed) stays Terminating:
+    # the API server's cleanup fails once ("storage is (re)initializing") and is retried only
+    # when the CRD changes again. Delete only once every kind can be listed.
+    _wait_until(
+        lambda: all(_listable(cluster, name) for name in names),
+        timeout,
+        "the storage of every Gateway API kind",
+    )
     cluster.kubectl(
         "delete", "--ignore-not-found", "--wait=true", f"--timeout={int(timeout)}s",
         *[f"crd/{name}" for name in names], timeout=timeout + 10,
@@ -217,6 +225,12 @@ def _lock_of(cluster: Any) -> _ClusterLock:
     if path not in _LOCKS:
         _LOCKS[path] = _ClusterLock(path)
     return _LOCKS[path]
+
+
+def _listable(cluster: Any, crd: str) -> bool:
+    """Whether the instances of ``crd`` can be listed (or the CRD is not there at all)."""
+    result = cluster.kubectl("get", crd, "--all-namespaces", "-o", "name", check=False)
+    return result.returncode == 0 or "the server doesn't have a resource type" in result.stderr
 
 
 def _group_served(cluster: Any) -> bool:
