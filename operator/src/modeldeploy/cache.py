@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient
 
-from modeldeploy.builders.names import MANAGED_BY
+from modeldeploy.builders.names import LABEL_DEPLOYMENT, MANAGED_BY
 from modeldeploy.kube import Kube
 from modeldeploy.metrics import count_pod_event
 
@@ -127,6 +127,15 @@ def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def scheduling(pod: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """(status, reason) of a pod's PodScheduled condition: the one thing about a pod that the
+    ModelDeployment's status reports and that no Deployment event announces."""
+    for condition in ((pod or {}).get("status") or {}).get("conditions") or ():
+        if condition.get("type") == "PodScheduled":
+            return str(condition.get("status")), str(condition.get("reason", ""))
+    return None
+
+
 def equality_selector(selector: str | None) -> dict[str, str] | None:
     """``a=b,c=d`` as a dict; None for any other form (set-based, ``!=``, bare keys)."""
     if not selector:
@@ -162,16 +171,19 @@ class PodStore:
                 self._pods[scope] = fresh.get(scope, {})
             self._synced.add(scope)
 
-    def update(self, kind: str, pod: Mapping[str, Any]) -> None:
-        """Apply one watch event (ADDED, MODIFIED or DELETED)."""
+    def update(self, kind: str, pod: Mapping[str, Any]) -> bool:
+        """Apply one watch event (ADDED, MODIFIED or DELETED). True when the pod's scheduling
+        changed (see :func:`scheduling`)."""
         trimmed = trim_pod(pod)
         meta = trimmed["metadata"]
         with self._guard:
             pods = self._pods.setdefault(str(meta.get("namespace")), {})
             if kind == "DELETED":
                 pods.pop(str(meta.get("name")), None)
-            else:
-                pods[str(meta.get("name"))] = trimmed
+                return False
+            before = pods.get(str(meta.get("name")))
+            pods[str(meta.get("name"))] = trimmed
+            return scheduling(before) != scheduling(trimmed)
 
     def unsync(self, scope: str | None) -> None:
         """The watch of ``scope`` broke: answer nothing from it until it lists again."""
@@ -249,11 +261,20 @@ class PodWatch:
     """Keeps :class:`PodStore` in step with the serving pods of one namespace (None: all):
     list, then watch from the list's version; list again when the watch expires or breaks."""
 
-    def __init__(self, kube: Kube, store: PodStore, namespace: str | None) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        store: PodStore,
+        namespace: str | None,
+        on_scheduling: Callable[[str, str], None] | None = None,
+    ) -> None:
         # A client of its own: the long-lived watch must not hold a pooled connection of the
         # reconciles' client.
         self.kube = Kube(ApiClient(kube.client.configuration), kube.field_manager, kube.timeout)
         self.store, self.namespace = store, namespace
+        self.on_scheduling = on_scheduling
+        """Called with (namespace, ModelDeployment name) when a serving pod's scheduling
+        changes, e.g. it turns out unschedulable: the status must say so."""
 
     def run(self, stop: threading.Event) -> None:
         backoff = 1.0
@@ -292,8 +313,11 @@ class PodWatch:
                     return None
                 raise RuntimeError(f"pod watch error: {obj.get('message', obj)}")
             if kind in ("ADDED", "MODIFIED", "DELETED"):
-                self.store.update(str(kind), obj)
+                changed = self.store.update(str(kind), obj)
                 count_pod_event()
+                owner = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_DEPLOYMENT)
+                if changed and owner and self.on_scheduling is not None:
+                    self.on_scheduling(str(obj["metadata"].get("namespace")), str(owner))
             version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
             if stop.is_set():
                 break

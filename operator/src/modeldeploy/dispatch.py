@@ -211,6 +211,14 @@ class Dispatcher:
         """False only when no watch event has shown this child: no need to read it to know."""
         return (kind, namespace, name) in self.store
 
+    def poke(self, namespace: str, name: str) -> None:
+        """Reconcile a known ModelDeployment soon (through the requeue thread, which reads it
+        fresh): something its status reports changed without an event of its own."""
+        with self._guard:
+            uid = next((u for u, known in self._names.items() if known == (namespace, name)), None)
+        if uid is not None:
+            self.requeues.set(uid, namespace, name, 0)
+
     def forget(self, uid: str) -> None:
         """Drop what is remembered of a deleted ModelDeployment."""
         with self._guard:

@@ -205,3 +205,17 @@ def test_pod_lists_come_from_the_store_when_it_can_answer(
     assert kube.list("v1", "Pod", "ns", selector) == []  # from the store
     assert len(kube.list("v1", "Pod", "ns", "app!=x")) == 1  # a selector it cannot answer
     assert len(requests) == 2
+
+
+def test_the_pod_store_says_when_a_pods_scheduling_changes() -> None:
+    store = PodStore()
+    pending = pod("p1")
+    pending["status"]["conditions"] = []
+    assert store.update("ADDED", pending) is False
+    # The scheduler finds no room: what the status must report, unannounced by the Deployment.
+    assert store.update("MODIFIED", pod("p1", rv="2")) is True
+    assert store.update("MODIFIED", pod("p1", rv="3")) is False  # nothing new about it
+    scheduled = pod("p1", rv="4")
+    scheduled["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+    assert store.update("MODIFIED", scheduled) is True
+    assert store.update("DELETED", scheduled) is False

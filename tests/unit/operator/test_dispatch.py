@@ -236,3 +236,16 @@ def test_an_object_deleted_during_its_reconcile_is_not_remembered(
     first.join(5)
     assert calls == ["1"]
     assert dispatcher.statuses() == {} and dispatcher.requeues.due_in("u") is None
+
+
+def test_a_poke_reconciles_a_known_modeldeployment_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch, "reconcile", lambda *_a, **_k: Outcome(requeue_after=60))
+    dispatcher = make_dispatcher()
+    dispatcher.poke("ns", "iris")  # never reconciled: nothing known, nothing scheduled
+    assert dispatcher.requeues.due_in("u") is None
+    dispatcher.run(md())
+    assert dispatcher.requeues.due_in("u") == 60
+    dispatcher.poke("ns", "iris")
+    assert dispatcher.requeues.due_in("u") == 0
+    dispatcher.poke("ns", "other")
+    assert dispatcher.requeues.pop_due() == [("u", "ns", "iris")]
