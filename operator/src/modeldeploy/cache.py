@@ -127,13 +127,13 @@ def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def scheduling(pod: Mapping[str, Any] | None) -> tuple[str, str] | None:
-    """(status, reason) of a pod's PodScheduled condition: the one thing about a pod that the
-    ModelDeployment's status reports and that no Deployment event announces."""
+def unschedulable(pod: Mapping[str, Any] | None) -> bool:
+    """Whether the scheduler reported it cannot place the pod: what the ModelDeployment's
+    status says (PodsUnschedulable) and no Deployment event announces."""
     for condition in ((pod or {}).get("status") or {}).get("conditions") or ():
         if condition.get("type") == "PodScheduled":
-            return str(condition.get("status")), str(condition.get("reason", ""))
-    return None
+            return condition.get("status") == "False" and condition.get("reason") == "Unschedulable"
+    return False
 
 
 def equality_selector(selector: str | None) -> dict[str, str] | None:
@@ -172,8 +172,8 @@ class PodStore:
             self._synced.add(scope)
 
     def update(self, kind: str, pod: Mapping[str, Any]) -> bool:
-        """Apply one watch event (ADDED, MODIFIED or DELETED). True when the pod's scheduling
-        changed (see :func:`scheduling`)."""
+        """Apply one watch event (ADDED, MODIFIED or DELETED). True when the pod turned
+        unschedulable, or stopped being so (see :func:`unschedulable`)."""
         trimmed = trim_pod(pod)
         meta = trimmed["metadata"]
         with self._guard:
@@ -183,7 +183,7 @@ class PodStore:
                 return False
             before = pods.get(str(meta.get("name")))
             pods[str(meta.get("name"))] = trimmed
-            return scheduling(before) != scheduling(trimmed)
+            return unschedulable(before) != unschedulable(trimmed)
 
     def unsync(self, scope: str | None) -> None:
         """The watch of ``scope`` broke: answer nothing from it until it lists again."""
@@ -273,8 +273,8 @@ class PodWatch:
         self.kube = Kube(ApiClient(kube.client.configuration), kube.field_manager, kube.timeout)
         self.store, self.namespace = store, namespace
         self.on_scheduling = on_scheduling
-        """Called with (namespace, ModelDeployment name) when a serving pod's scheduling
-        changes, e.g. it turns out unschedulable: the status must say so."""
+        """Called with (namespace, ModelDeployment name) when a serving pod turns out
+        unschedulable, or stops being so: the status must say so."""
 
     def run(self, stop: threading.Event) -> None:
         backoff = 1.0

@@ -81,8 +81,17 @@ def test_reads_come_from_the_stores_and_handling_writes_no_bookkeeping(
         assert all("managed-by=modeldeploy" in uri for uri in pod_reads), pod_reads
         assert not [u for u in pod_reads if "serving.modeldeploy.io/deployment" in u], pod_reads
         # Children are known from one list per kind and our own applies: never read one by one.
-        child_gets = [e["requestURI"] for e in made if e["verb"] == "get"]
+        gets = [e for e in made if e["verb"] == "get"]
+        child_gets = [
+            e["requestURI"] for e in gets if e["objectRef"]["resource"] != "modeldeployments"
+        ]
         assert child_gets == [], child_gets
+        # The one ModelDeployment read: "huge", reconciled afresh when its pod turned out
+        # unschedulable (an event of the pod, not of a child).
+        md_gets = {
+            e["objectRef"]["name"] for e in gets if e["objectRef"]["resource"] == "modeldeployments"
+        }
+        assert md_gets <= {"huge"}, md_gets
         # kopf keeps its bookkeeping in memory: no annotation patch on the ModelDeployments.
         md_patches = [
             e["requestURI"]

@@ -207,7 +207,7 @@ def test_pod_lists_come_from_the_store_when_it_can_answer(
     assert len(requests) == 2
 
 
-def test_the_pod_store_says_when_a_pods_scheduling_changes() -> None:
+def test_the_pod_store_says_when_a_pod_turns_unschedulable_or_stops_being_so() -> None:
     store = PodStore()
     pending = pod("p1")
     pending["status"]["conditions"] = []
@@ -219,3 +219,7 @@ def test_the_pod_store_says_when_a_pods_scheduling_changes() -> None:
     scheduled["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
     assert store.update("MODIFIED", scheduled) is True
     assert store.update("DELETED", scheduled) is False
+    # An ordinary pod being scheduled is announced by its Deployment: nothing to say.
+    fine = pod("p2")
+    fine["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+    assert store.update("ADDED", fine) is False
