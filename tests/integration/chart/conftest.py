@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import kubectl
+from tests.support.kubectl import get
 from tests.support.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "modeldeploy"
-MD_API = "serving.modeldeploy.io/v1alpha1"
 
 
 @dataclass
@@ -122,20 +123,9 @@ def run_operator(tmp_path: Path) -> Iterator[Any]:
         operator.stop()
 
 
-def get(cluster: Any, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-    scope = ["-n", namespace] if namespace else []
-    result = cluster.kubectl("get", kind, name, *scope, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
 def apply_md(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    manifest = {
-        "apiVersion": MD_API,
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-    cluster.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(manifest))
+    """Chart tests apply ModelDeployments server-side."""
+    kubectl.apply_md(cluster, namespace, name, spec, server_side=True)
 
 
 def ready_for_current_generation(cluster: Any, namespace: str, name: str) -> dict[str, Any] | None:

@@ -8,34 +8,13 @@ from typing import Any
 import pytest
 
 from tests.integration.operator.conftest import OPERATOR_USER, OperatorProcess, wait_for
+from tests.support.kubectl import apply_md, condition, get
 
 pytestmark = pytest.mark.integration
 
 MODEL_A = "https://models.example.com/iris/1/model.onnx"
 MODEL_B = "https://models.example.com/iris/2/model.onnx"
 SHA = "a" * 64
-
-
-def get(cluster: Any, kind: str, namespace: str, name: str, *extra: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", *extra, check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def apply_md(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    manifest = {
-        "apiVersion": "serving.modeldeploy.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-
-
-def condition(md: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    for c in (md or {}).get("status", {}).get("conditions", []):
-        if c["type"] == kind:
-            return dict(c)
-    return {}
 
 
 def ready(cluster: Any, namespace: str, name: str) -> dict[str, Any] | None:

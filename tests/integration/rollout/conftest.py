@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.integration.operator.conftest import OPERATOR_USER, watching
+from tests.support.kubectl import condition, get
 from tests.support.operator_process import OperatorProcess, wait_for
 from tests.support.prometheus import Prometheus
 from tests.support.servers import ServerProcess
@@ -28,31 +29,9 @@ NEW = "https://models.example.com/iris/2/model.onnx"
 BODY = {"inputs": [{"name": "X", "shape": [2, 4], "datatype": "FP32", "data": [0.5] * 8}]}
 
 
-def get(cluster: Any, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def apply_md(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    manifest = {
-        "apiVersion": "serving.modeldeploy.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec,
-    }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-
-
 def set_model(cluster: Any, namespace: str, name: str, uri: str) -> None:
     patch = json.dumps({"spec": {"model": {"uri": uri}}})
     cluster.kubectl("patch", "mdep", name, "-n", namespace, "--type=merge", "-p", patch)
-
-
-def condition(md: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    for c in (md or {}).get("status", {}).get("conditions", []):
-        if c["type"] == kind:
-            return dict(c)
-    return {}
 
 
 def status_of(cluster: Any, namespace: str, name: str) -> dict[str, Any]:

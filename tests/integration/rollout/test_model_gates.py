@@ -25,12 +25,12 @@ from tests.integration.rollout.conftest import (
     NEW,
     OLD,
     Load,
-    apply_md,
     scrape,
     set_model,
     status_of,
     wait_stable,
 )
+from tests.support.kubectl import apply_md
 from tests.support.operator_process import wait_for
 from tests.support.prometheus import Prometheus
 
