@@ -4,15 +4,13 @@ canary pods, and answers the queries canary analysis makes, per track."""
 from __future__ import annotations
 
 import math
-import threading
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
+from tests.support.load import Load
 from tests.support.prometheus import Prometheus, PrometheusError
 from tests.support.servers import ServerProcess
 
@@ -31,7 +29,6 @@ LATENCY_P99 = (
     "(rate(modeldeploy_request_duration_seconds_bucket{{" + SELECTOR + "}}[10s])))"
 )
 TOTAL = "sum(modeldeploy_requests_total{{" + SELECTOR + "}})"
-BODY = {"inputs": [{"name": "X", "shape": [2, 4], "datatype": "FP32", "data": [0.5] * 8}]}
 
 
 @pytest.fixture
@@ -53,35 +50,6 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
     yield start
     for server in started:
         server.stop()
-
-
-class Load:
-    """Inference requests to each server, one after another, until stopped; counts answers."""
-
-    def __init__(self, servers: dict[str, ServerProcess]) -> None:
-        self.servers = servers
-        self.answers: Counter[tuple[str, int]] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with requests.Session() as session:
-            while not self._stop.is_set():
-                for track, server in self.servers.items():
-                    url = f"{server.url}/v2/models/classifier/infer"
-                    status = session.post(url, json=BODY, timeout=10).status_code
-                    self.answers[(track, status)] += 1
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-    def sent(self, track: str) -> int:
-        return sum(n for (t, _), n in self.answers.items() if t == track)
 
 
 def _targets(servers: dict[str, ServerProcess]) -> list[tuple[str, dict[str, str]]]:

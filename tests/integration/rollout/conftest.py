@@ -9,24 +9,21 @@ real inference requests. The operator reads the analysis from that Prometheus.
 from __future__ import annotations
 
 import json
-import threading
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from tests.integration.operator.conftest import OPERATOR_USER, watching
 from tests.support.kubectl import condition, get
+from tests.support.load import Load
 from tests.support.operator_process import OperatorProcess, wait_for
 from tests.support.prometheus import Prometheus
 from tests.support.servers import ServerProcess
 
 OLD = "https://models.example.com/iris/1/model.onnx"
 NEW = "https://models.example.com/iris/2/model.onnx"
-BODY = {"inputs": [{"name": "X", "shape": [2, 4], "datatype": "FP32", "data": [0.5] * 8}]}
 
 
 def set_model(cluster: Any, namespace: str, name: str, uri: str) -> None:
@@ -67,39 +64,11 @@ def scrape(prometheus: Prometheus, namespace: str, servers: dict[str, ServerProc
     prometheus.wait_for_targets()
 
 
-class Load:
-    """Inference requests to each server, one after another, until stopped. ``body`` makes
-    each request (the same one goes to every track)."""
-
-    def __init__(
-        self, servers: dict[str, ServerProcess], body: Callable[[], dict[str, Any]] | None = None
-    ) -> None:
-        self.servers = servers
-        self.body = body or (lambda: BODY)
-        self.answers: Counter[tuple[str, int]] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with requests.Session() as session:
-            while not self._stop.is_set():
-                body = self.body()
-                for track, server in self.servers.items():
-                    url = f"{server.url}/v2/models/{server.name}/infer"
-                    try:
-                        code = session.post(url, json=body, timeout=10).status_code
-                    except requests.RequestException:
-                        code = 0
-                    self.answers[(track, code)] += 1
-                self._stop.wait(0.02)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
+def steady(
+    servers: dict[str, ServerProcess], body: Callable[[], dict[str, Any]] | None = None
+) -> Load:
+    """Light traffic to every track: a round of requests every 20 ms."""
+    return Load(servers, body, pause=0.02)
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import pytest
 from tests.integration.rollout.conftest import (
     NEW,
     OLD,
-    Load,
     scrape,
     set_model,
     status_of,
+    steady,
     wait_stable,
 )
 from tests.support.kubectl import apply_md, condition, get
@@ -76,7 +76,7 @@ def test_a_healthy_canary_walks_its_steps_and_is_promoted(
     )
     wait_stable(cluster, namespace, "iris", OLD)
 
-    with Load(servers) as load:
+    with steady(servers) as load:
         set_model(cluster, namespace, "iris", NEW)
         # Traffic moves once the canary's pod is ready: `kubectl get mdep` shows the weight.
         wait_for(lambda: canary(cluster, namespace, "iris").get("weight") == 50, 60, "weight 50")
@@ -119,7 +119,7 @@ def test_a_canary_that_errors_is_rolled_back_with_the_values_that_failed_it(
     )
     wait_stable(cluster, namespace, "iris", OLD)
 
-    with Load(servers):
+    with steady(servers):
         set_model(cluster, namespace, "iris", NEW)
 
         def rolled_back() -> dict[str, Any] | None:

@@ -24,10 +24,10 @@ from modeldeploy.cli import main as modeldeploy
 from tests.integration.rollout.conftest import (
     NEW,
     OLD,
-    Load,
     scrape,
     set_model,
     status_of,
+    steady,
     wait_stable,
 )
 from tests.support.kubectl import apply_md
@@ -142,7 +142,7 @@ def test_a_wrong_but_healthy_canary_is_rolled_back_for_prediction_drift(
 ) -> None:
     servers = serving("wrong")
 
-    with Load(servers, Traffic()) as load:
+    with steady(servers, Traffic()) as load:
         set_model(cluster, namespace, "iris", NEW)
 
         def rolled_back() -> dict[str, Any] | None:
@@ -168,7 +168,7 @@ def test_a_retrained_equivalent_model_passes_the_same_gate(
 ) -> None:
     servers = serving("retrained")
 
-    with Load(servers, Traffic()):
+    with steady(servers, Traffic()):
         set_model(cluster, namespace, "iris", NEW)
         seen: list[dict[str, Any]] = []
 
