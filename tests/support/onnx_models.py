@@ -58,13 +58,11 @@ def _write(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def make_classifier(
-    path: Path, *, n_features: int = 4, n_classes: int = 3, seed: int = 0, trees: int = 10
-) -> Path:
-    """A RandomForest classifier (ZipMap off): ``X`` -> ``label``, ``probabilities``."""
-    from skl2onnx import to_onnx
+def classifier_data(
+    n_features: int = 4, n_classes: int = 3, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows (FP32) and labels :func:`make_classifier` fits its forest on."""
     from sklearn.datasets import make_classification
-    from sklearn.ensemble import RandomForestClassifier
 
     X, y = make_classification(
         n_samples=300,
@@ -74,7 +72,24 @@ def make_classifier(
         n_classes=n_classes,
         random_state=seed,
     )
-    X = X.astype(np.float32)
+    return X.astype(np.float32), y
+
+
+def regressor_data(n_features: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The rows (FP32) and targets :func:`make_regressor` fits its linear regression on."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(200, n_features)).astype(np.float32)
+    return X, X @ rng.normal(size=n_features) + 0.5
+
+
+def make_classifier(
+    path: Path, *, n_features: int = 4, n_classes: int = 3, seed: int = 0, trees: int = 10
+) -> Path:
+    """A RandomForest classifier (ZipMap off): ``X`` -> ``label``, ``probabilities``."""
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = classifier_data(n_features, n_classes, seed)
     model = RandomForestClassifier(n_estimators=trees, max_depth=5, random_state=seed).fit(X, y)
     onx = to_onnx(model, X[:1], options={id(model): {"zipmap": False}}, target_opset=OPSET)
     return _write(onx, path)
@@ -96,9 +111,7 @@ def make_regressor(path: Path, *, n_features: int = 4, seed: int = 0) -> Path:
     from skl2onnx import to_onnx
     from sklearn.linear_model import LinearRegression
 
-    rng = np.random.default_rng(seed)
-    X = rng.normal(size=(200, n_features)).astype(np.float32)
-    y = X @ rng.normal(size=n_features) + 0.5
+    X, y = regressor_data(n_features, seed)
     model = LinearRegression().fit(X, y)
     return _write(to_onnx(model, X[:1], target_opset=OPSET), path)
 

@@ -12,28 +12,20 @@ from typing import Any
 
 import numpy as np
 
+from tests.support.onnx_models import classifier_data, regressor_data
+
 FORMAT = "modeldeploy.profile/v1"
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
 def classifier_training_rows(n_features: int = 4, n_classes: int = 3, seed: int = 0) -> np.ndarray:
     """The rows ``onnx_models.make_classifier`` fits its forest on."""
-    from sklearn.datasets import make_classification
-
-    X, _ = make_classification(
-        n_samples=300,
-        n_features=n_features,
-        n_informative=min(n_features, 3),
-        n_redundant=0,
-        n_classes=n_classes,
-        random_state=seed,
-    )
-    return X.astype(np.float32)
+    return classifier_data(n_features, n_classes, seed)[0]
 
 
 def regressor_training_rows(n_features: int = 4, seed: int = 0) -> np.ndarray:
     """The rows ``onnx_models.make_regressor`` fits its linear regression on."""
-    return np.random.default_rng(seed).normal(size=(200, n_features)).astype(np.float32)
+    return regressor_data(n_features, seed)[0]
 
 
 def histogram(values: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
