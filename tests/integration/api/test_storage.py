@@ -13,8 +13,8 @@ import yaml
 
 from modeldeploy.api import ModelDeployment, ModelDeploymentStatus
 from modeldeploy.api.v1alpha1 import Phase
+from tests.support.statuses import full_status
 from tests.unit.api.cases import Case, build
-from tests.unit.api.test_models import full_status
 
 pytestmark = pytest.mark.integration
 

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from modeldeploy.api import ModelDeployment, ModelDeploymentStatus, parse_duration, parse_quantity
 from modeldeploy.api.v1alpha1 import Phase
+from tests.support.statuses import full_status
 from tests.unit.api.cases import DELETE, INVALID, VALID, Case, build
 
 EXAMPLES = sorted((Path(__file__).parents[3] / "examples").glob("*.yaml"))
@@ -78,71 +79,6 @@ def test_stored_object_round_trips_unchanged() -> None:
     stored["spec"]["rollout"]["analysis"].update({"failureLimit": 2, "inconclusive": "Wait"})
     stored["status"] = full_status()
     assert ModelDeployment.model_validate(stored).to_dict() == stored
-
-
-def full_status() -> dict[str, Any]:
-    """A status that sets every field (used by the integration round trip too)."""
-    time = "2025-01-02T03:04:05Z"
-    model = {"uri": "s3://models/iris/2/model.onnx", "sha256": "b" * 64, "version": "2"}
-    return {
-        "observedGeneration": 2,
-        "phase": "Progressing",
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "True",
-                "observedGeneration": 2,
-                "reason": "MinimumReplicasReady",
-                "message": "2 of 2 pods ready",
-                "lastTransitionTime": time,
-            }
-        ],
-        "replicas": 3,
-        "readyReplicas": 3,
-        "selector": "serving.modeldeploy.io/deployment=case",
-        "url": "http://case.default.svc:8080/v2/models/iris",
-        "stable": {**model, "templateHash": "abc"},
-        "canary": {
-            "uri": "s3://models/iris/3/model.onnx",
-            "sha256": "a" * 64,
-            "version": "3",
-            "templateHash": "abc",
-            "state": "Paused",
-            "weight": 10,
-            "stepIndex": 1,
-            "failedChecks": 1,
-            "passedChecks": 3,
-            "analysis": [
-                {
-                    "name": "error-rate",
-                    "value": 0.02,
-                    "max": 0.01,
-                    "result": "Failed",
-                    "time": time,
-                },
-                {
-                    "name": "custom",
-                    "min": 0.5,
-                    "max": 2.5,
-                    "result": "Inconclusive",
-                    "time": time,
-                    "message": "no data",
-                },
-            ],
-            "startedAt": time,
-            "stepStartedAt": time,
-        },
-        "history": [
-            {
-                "model": model,
-                "result": "Promoted",
-                "reason": "AnalysisPassed",
-                "message": "all steps passed",
-                "startedAt": "2025-01-01T00:00:00Z",
-                "time": time,
-            }
-        ],
-    }
 
 
 def test_status_helpers() -> None:

@@ -10,43 +10,9 @@ from typing import Any
 from modeldeploy.api import ModelDeployment
 from modeldeploy.commands.control import annotation_patch, consequence
 from modeldeploy.commands.status import machine_view, render
+from tests.support.statuses import full_status
 
 NOW = datetime(2025, 1, 2, 3, 9, 5, tzinfo=UTC)  # five minutes after the times below
-
-
-def full_status() -> dict[str, Any]:
-    """A status with every field the table shows (the API models accept it: checked below)."""
-    time = "2025-01-02T03:04:05Z"
-    model = {"uri": "s3://models/iris/2/model.onnx", "sha256": "b" * 64, "version": "2"}
-    return {
-        "observedGeneration": 2,
-        "phase": "Progressing",
-        "conditions": [
-            {"type": "Ready", "status": "True", "observedGeneration": 2,
-             "reason": "MinimumReplicasReady", "message": "2 of 2 pods ready",
-             "lastTransitionTime": time},
-        ],
-        "replicas": 3,
-        "readyReplicas": 3,
-        "url": "http://case.default.svc:8080/v2/models/iris",
-        "stable": {**model, "templateHash": "abc"},
-        "canary": {
-            "uri": "s3://models/iris/3/model.onnx", "sha256": "a" * 64, "version": "3",
-            "templateHash": "abc", "weight": 10, "stepIndex": 1, "failedChecks": 1,
-            "analysis": [
-                {"name": "error-rate", "value": 0.02, "max": 0.01, "result": "Failed",
-                 "time": time},
-                {"name": "custom", "min": 0.5, "max": 2.5, "result": "Inconclusive",
-                 "time": time, "message": "no data"},
-            ],
-            "startedAt": time,
-            "stepStartedAt": time,
-        },
-        "history": [
-            {"model": model, "result": "Promoted", "reason": "AnalysisPassed",
-             "message": "all steps passed", "startedAt": "2025-01-01T00:00:00Z", "time": time},
-        ],
-    }  # fmt: skip
 
 
 def stored(status: dict[str, Any] | None = None) -> dict[str, Any]:
