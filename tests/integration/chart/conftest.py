@@ -21,7 +21,7 @@ import yaml
 
 from tests.support import kubectl
 from tests.support.kubectl import get
-from tests.support.operator_process import OperatorProcess
+from tests.support.operator_process import OperatorProcess, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "charts" / "modeldeploy"
@@ -126,6 +126,25 @@ def run_operator(tmp_path: Path) -> Iterator[Any]:
 def apply_md(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> None:
     """Chart tests apply ModelDeployments server-side."""
     kubectl.apply_md(cluster, namespace, name, spec, server_side=True)
+
+
+def resumed_operator_writes(
+    cluster: Any, run_operator: Any, kubeconfig: Path, namespace: str, user: str
+) -> tuple[OperatorProcess, list[dict[str, Any]]]:
+    """Run the operator again (as after its pod was replaced) until it has handled the
+    ModelDeployments of ``namespace``, stop it, and return it with the writes ``user`` made."""
+    writes_before = len(cluster.audit_writes(user))
+    resumed = run_operator(kubeconfig, f"--namespace={namespace}", "--standalone")
+    wait_for(
+        lambda: any(
+            "on_modeldeployment" in str(line.get("message")) and "succeeded" in str(line)
+            for line in resumed.lines()
+        ),
+        60,
+        "the resumed operator to handle the ModelDeployments",
+    )
+    resumed.stop()
+    return resumed, cluster.audit_writes(user)[writes_before:]
 
 
 def ready_for_current_generation(cluster: Any, namespace: str, name: str) -> dict[str, Any] | None:

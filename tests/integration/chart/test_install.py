@@ -24,6 +24,7 @@ from tests.integration.chart.conftest import (
     create_namespace,
     get,
     ready_for_current_generation,
+    resumed_operator_writes,
     service_account_user,
     serving_snapshot,
     token_kubeconfig,
@@ -168,21 +169,9 @@ def test_upgrade_keeps_existing_modeldeployments_serving(
     assert serving_snapshot(cluster, app, "iris") == before
 
     # The operator comes back (as after its pods were replaced) and finds nothing to change.
-    writes_before = len(cluster.audit_writes(user))
-    restarted = run_operator(kubeconfig, f"--namespace={app}", "--standalone")
-    wait_for(
-        lambda: any(
-            "on_modeldeployment" in str(line.get("message")) and "succeeded" in str(line)
-            for line in restarted.lines()
-        ),
-        60,
-        "the resumed operator to handle iris",
-    )
-    restarted.stop()
+    _, writes = resumed_operator_writes(cluster, run_operator, kubeconfig, app, user)
     serving_writes = [
-        w
-        for w in cluster.audit_writes(user)[writes_before:]
-        if w["objectRef"]["resource"] in ("deployments", "services")
+        w for w in writes if w["objectRef"]["resource"] in ("deployments", "services")
     ]
     assert serving_writes == []
     after = serving_snapshot(cluster, app, "iris")

@@ -32,6 +32,7 @@ from tests.integration.chart.conftest import (
     create_namespace,
     get,
     ready_for_current_generation,
+    resumed_operator_writes,
     service_account_user,
     serving_snapshot,
     token_kubeconfig,
@@ -172,21 +173,11 @@ def test_upgrade_from_the_previous_chart_keeps_modeldeployments_serving(
 
     # The operator comes back with the new rules (as after its pod was replaced): nothing
     # to change, nothing refused.
-    writes_before = len(cluster.audit_writes(user))
-    restarted = run_operator(kubeconfig, f"--namespace={app}", "--standalone")
-    wait_for(
-        lambda: any(
-            "on_modeldeployment" in str(line.get("message")) and "succeeded" in str(line)
-            for line in restarted.lines()
-        ),
-        60,
-        "the restarted operator to handle iris",
-    )
-    restarted.stop()
+    restarted, writes = resumed_operator_writes(cluster, run_operator, kubeconfig, app, user)
     assert restarted.refusals() == []
     child_writes = [
         (w["verb"], w["objectRef"]["resource"], w["objectRef"].get("name"))
-        for w in cluster.audit_writes(user)[writes_before:]
+        for w in writes
         if w["objectRef"]["resource"] in CHILD_RESOURCES
     ]
     assert child_writes == []
