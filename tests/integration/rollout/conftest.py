@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.integration.operator.conftest import OPERATOR_USER, watching
-from tests.support.kubectl import condition, get
+from tests.support.kubectl import apply_md, condition, get
 from tests.support.load import Load
 from tests.support.operator_process import OperatorProcess, wait_for
 from tests.support.prometheus import Prometheus
@@ -62,6 +62,12 @@ def scrape(prometheus: Prometheus, namespace: str, servers: dict[str, ServerProc
         ]
     )
     prometheus.wait_for_targets()
+
+
+def finished(cluster: Any, namespace: str, name: str, result: str) -> dict[str, Any] | None:
+    """The newest history entry when the last rollout ended with ``result``, else None."""
+    history = status_of(cluster, namespace, name).get("history") or []
+    return dict(history[0]) if history and history[0]["result"] == result else None
 
 
 def steady(
@@ -119,3 +125,22 @@ def rollout_operator(
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def analysed(
+    cluster: Any, namespace: str, rollout_operator: Any, prometheus: Prometheus, tracks: Any
+) -> Any:
+    """``analysed(models, spec)``: servers for the tracks of ModelDeployment "iris" (``models``
+    as for ``tracks``), scraped by the test's Prometheus, an operator, and "iris" applied with
+    ``spec`` and Ready on the stable model OLD. Returns the servers."""
+
+    def start(models: dict[str, Any], spec: dict[str, Any]) -> dict[str, ServerProcess]:
+        servers: dict[str, ServerProcess] = tracks("iris", models)
+        scrape(prometheus, namespace, servers)
+        rollout_operator()
+        apply_md(cluster, namespace, "iris", spec)
+        wait_stable(cluster, namespace, "iris", OLD)
+        return servers
+
+    return start

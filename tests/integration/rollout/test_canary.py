@@ -12,7 +12,7 @@ import pytest
 from tests.integration.rollout.conftest import (
     NEW,
     OLD,
-    scrape,
+    finished,
     set_model,
     status_of,
     steady,
@@ -59,22 +59,15 @@ def events(cluster: Any, namespace: str, name: str) -> list[str]:
 def test_a_healthy_canary_walks_its_steps_and_is_promoted(
     cluster: Any,
     namespace: str,
-    rollout_operator: Any,
+    analysed: Any,
     prometheus: Prometheus,
     models: dict[str, Path],
-    tracks: Any,
 ) -> None:
-    servers = tracks("iris", {"stable": models["classifier"], "canary": models["classifier"]})
-    scrape(prometheus, namespace, servers)
-    rollout_operator()
     checks = analysis(prometheus, error_rate=0.05, latency_p99=2.0)
-    apply_md(
-        cluster,
-        namespace,
-        "iris",
+    servers = analysed(
+        {"stable": models["classifier"], "canary": models["classifier"]},
         spec([{"setWeight": 50}, {"pause": {"duration": "3s"}}], analysis=checks),
     )
-    wait_stable(cluster, namespace, "iris", OLD)
 
     with steady(servers) as load:
         set_model(cluster, namespace, "iris", NEW)
@@ -99,35 +92,25 @@ def test_a_healthy_canary_walks_its_steps_and_is_promoted(
 def test_a_canary_that_errors_is_rolled_back_with_the_values_that_failed_it(
     cluster: Any,
     namespace: str,
-    rollout_operator: Any,
+    analysed: Any,
     prometheus: Prometheus,
     models: dict[str, Path],
-    tracks: Any,
     tmp_path: Path,
 ) -> None:
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not an ONNX model")  # loads never: every request is a 503
-    servers = tracks("iris", {"stable": models["classifier"], "canary": broken})
-    scrape(prometheus, namespace, servers)
-    rollout_operator()
-    checks = analysis(prometheus, error_rate=0.05)
-    apply_md(
-        cluster,
-        namespace,
-        "iris",
-        spec([{"setWeight": 20}, {"pause": {"duration": "60s"}}], analysis=checks),
+    servers = analysed(
+        {"stable": models["classifier"], "canary": broken},
+        spec(
+            [{"setWeight": 20}, {"pause": {"duration": "60s"}}],
+            analysis=analysis(prometheus, error_rate=0.05),
+        ),
     )
-    wait_stable(cluster, namespace, "iris", OLD)
 
     with steady(servers):
         set_model(cluster, namespace, "iris", NEW)
-
-        def rolled_back() -> dict[str, Any] | None:
-            status = status_of(cluster, namespace, "iris")
-            history = status.get("history") or []
-            return status if history and history[0]["result"] == "RolledBack" else None
-
-        status = wait_for(rolled_back, 90, "the rollback")
+        wait_for(lambda: finished(cluster, namespace, "iris", "RolledBack"), 90, "the rollback")
+        status = status_of(cluster, namespace, "iris")
     entry = status["history"][0]
     assert entry["reason"] == "AnalysisFailed" and entry["model"]["uri"] == NEW
     assert "error-rate = 1 (max 0.05)" in entry["message"], entry["message"]

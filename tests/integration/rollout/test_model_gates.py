@@ -24,13 +24,12 @@ from modeldeploy.cli import main as modeldeploy
 from tests.integration.rollout.conftest import (
     NEW,
     OLD,
-    scrape,
+    finished,
     set_model,
     status_of,
     steady,
     wait_stable,
 )
-from tests.support.kubectl import apply_md
 from tests.support.operator_process import wait_for
 from tests.support.prometheus import Prometheus
 
@@ -113,26 +112,13 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
 
 
 @pytest.fixture
-def serving(
-    cluster: Any,
-    namespace: str,
-    rollout_operator: Any,
-    prometheus: Prometheus,
-    tracks: Any,
-    versions: dict[str, tuple[Path, Path]],
-) -> Any:
+def serving(analysed: Any, prometheus: Prometheus, versions: dict[str, tuple[Path, Path]]) -> Any:
     """``serving(canary_version)``: v1 stable and the given canary served and scraped, the
     operator running, the gated ModelDeployment Ready on v1. Returns the servers."""
 
     def start(canary: str) -> dict[str, Any]:
-        servers = tracks(
-            "iris", {"stable": served(*versions["v1"]), "canary": served(*versions[canary])}
-        )
-        scrape(prometheus, namespace, servers)
-        rollout_operator()
-        apply_md(cluster, namespace, "iris", gated(prometheus))
-        wait_stable(cluster, namespace, "iris", OLD)
-        return servers
+        models = {"stable": served(*versions["v1"]), "canary": served(*versions[canary])}
+        return dict(analysed(models, gated(prometheus)))
 
     return start
 
@@ -145,11 +131,9 @@ def test_a_wrong_but_healthy_canary_is_rolled_back_for_prediction_drift(
     with steady(servers, Traffic()) as load:
         set_model(cluster, namespace, "iris", NEW)
 
-        def rolled_back() -> dict[str, Any] | None:
-            history = status_of(cluster, namespace, "iris").get("history") or []
-            return history[0] if history and history[0]["result"] == "RolledBack" else None
-
-        entry = wait_for(rolled_back, 120, "the rollback")
+        entry = wait_for(
+            lambda: finished(cluster, namespace, "iris", "RolledBack"), 120, "the rollback"
+        )
     assert load.answers[("canary", 200)] > 0 and not any(
         code != 200 for (_, code) in load.answers
     ), load.answers  # healthy: every request answered
