@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-from modeldeploy.api import ABORT_ANNOTATION, GROUP, PLURAL, PROMOTE_ANNOTATION, VERSION
+from modeldeploy.api import ABORT_ANNOTATION, API_VERSION, KIND, PROMOTE_ANNOTATION
 from modeldeploy.commands import CommandError, cluster
 
 __all__ = ["add_arguments", "annotation_patch", "consequence", "run"]
@@ -71,21 +71,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     other = ABORT_ANNOTATION if action == "promote" else PROMOTE_ANNOTATION
     if annotations.get(other) == "true":
         print(f"Note: {other} is set too; the operator decides which wins.", file=out)
-    from kubernetes.client import CustomObjectsApi
-
-    api = CustomObjectsApi(kube.client)
     cluster.call(
         f"annotate {where}",
-        lambda: api.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            args.name,
-            annotation_patch(action),
-            field_manager="modeldeploy-cli",
-            _content_type="application/merge-patch+json",
-        ),
+        lambda: kube.patch(API_VERSION, KIND, namespace, args.name, annotation_patch(action)),
     )
     print(f"Set {ANNOTATIONS[action]}=true on {where}.", file=out)
     if canary:
