@@ -17,8 +17,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from modeldeploy.api import ModelDeployment
-from modeldeploy.api.workload import ModelSource
+from modeldeploy.api import API_VERSION, KIND, ModelDeployment
 from modeldeploy.commands import CommandError
 
 __all__ = ["add_arguments", "profile_path_for", "run"]
@@ -157,14 +156,15 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         raise CommandError(f"cannot profile the sample {args.sample}: {error}") from None
     profile_bytes = (json.dumps(profile, indent=2) + "\n").encode()
 
+    uri = args.uri or f"{PLACEHOLDER_HOST}/{name}/{output.name}"
+    profile_sha = sha256_hex(profile_bytes)
     snippet = _snippet(
         name,
-        uri=args.uri or f"{PLACEHOLDER_HOST}/{name}/{output.name}",
+        uri=uri,
         sha256=model_sha,
         version=args.model_version,
-        profile_uri=args.profile_uri
-        or _profile_uri(args.uri or f"{PLACEHOLDER_HOST}/{name}/{output.name}"),
-        profile_sha256=sha256_hex(profile_bytes),
+        profile_uri=args.profile_uri or _profile_uri(uri),
+        profile_sha256=profile_sha,
     )
     try:
         _write(output, converted.onnx_bytes)
@@ -172,7 +172,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except OSError as error:
         raise CommandError(f"cannot write {error.filename}: {error.strerror}") from None
     print(f"\nWrote {output}  sha256 {model_sha}", file=out)
-    print(f"Wrote {profile_path}  sha256 {sha256_hex(profile_bytes)}", file=out)
+    print(f"Wrote {profile_path}  sha256 {profile_sha}", file=out)
     if not args.uri:
         print(
             f"\nUpload both files where the serving pods can fetch them (https, s3 or pvc) and "
@@ -246,12 +246,10 @@ def _snippet(
     model: dict[str, Any] = {"uri": uri, "sha256": sha256}
     if version:
         model["version"] = version
-    with_profile = "profile" in ModelSource.model_fields
-    if with_profile:
-        model["profile"] = {"uri": profile_uri, "sha256": profile_sha256}
+    model["profile"] = {"uri": profile_uri, "sha256": profile_sha256}
     manifest: dict[str, Any] = {
-        "apiVersion": "serving.modeldeploy.io/v1alpha1",
-        "kind": "ModelDeployment",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "metadata": {"name": name},
         "spec": {"model": model},
     }
@@ -259,12 +257,4 @@ def _snippet(
         ModelDeployment.model_validate(manifest)
     except ValueError as error:
         raise CommandError(f"the ModelDeployment would be invalid: {error}") from None
-    text = yaml.safe_dump(manifest, sort_keys=False)
-    if not with_profile:
-        # This API version has no spec.model.profile yet: show it, commented out.
-        text += (
-            "    # profile:  (spec.model.profile, once the API has it)\n"
-            f"    #   uri: {profile_uri}\n"
-            f"    #   sha256: {profile_sha256}\n"
-        )
-    return text
+    return yaml.safe_dump(manifest, sort_keys=False)
