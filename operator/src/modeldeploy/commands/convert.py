@@ -138,6 +138,8 @@ class Conversion:
     outputs: list[tuple[str, str, list[Any]]]  # (name, element type, shape)
     opset: int | None
     classes: list[Any] = field(default_factory=list)
+    session: Any = field(default=None, repr=False, compare=False)
+    """The onnxruntime session that loaded ``onnx_bytes`` (the check runs in it)."""
 
 
 def _describe(model: Any) -> str:
@@ -184,8 +186,9 @@ def convert(model: Any, width: int, *, name: str, opset: int | None) -> Conversi
         raise CommandError(_conversion_error(described, error)) from None
     import onnxruntime as ort
 
+    onnx_bytes = onx.SerializeToString()
     try:
-        session = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     except Exception as error:
         raise CommandError(
             f"onnxruntime cannot load the converted {described} (opset {opset}): {error}"
@@ -194,7 +197,7 @@ def convert(model: Any, width: int, *, name: str, opset: int | None) -> Conversi
     if task == "classification" and (len(outputs) < 1 or "seq" in outputs[-1][1]):
         raise CommandError(f"the converted {described} has no plain probability tensor")
     return Conversion(
-        onnx_bytes=onx.SerializeToString(),
+        onnx_bytes=onnx_bytes,
         estimator=described,
         task=task,
         input_name=INPUT_NAME,
@@ -202,6 +205,7 @@ def convert(model: Any, width: int, *, name: str, opset: int | None) -> Conversi
         outputs=outputs,
         opset=opset,
         classes=list(getattr(model, "classes_", [])),
+        session=session,
     )
 
 
@@ -257,10 +261,12 @@ def check_against_sklearn(
     model: Any, conversion: Conversion, sample: np.ndarray, *, tolerance: float, rtol: float
 ) -> Check:
     """Run both on the sample (as float32, what the ONNX model receives) and compare."""
-    import onnxruntime as ort
-
     x32 = sample.astype(np.float32)
-    session = ort.InferenceSession(conversion.onnx_bytes, providers=["CPUExecutionProvider"])
+    session = conversion.session
+    if session is None:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(conversion.onnx_bytes, providers=["CPUExecutionProvider"])
     try:
         results = session.run(None, {conversion.input_name: x32})
     except Exception as error:
