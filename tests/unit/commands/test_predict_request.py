@@ -65,6 +65,8 @@ def test_values_that_do_not_fit_the_datatype_are_named() -> None:
         ("rows.json", '{"instances": [[1, 2, 3]]}', [[1, 2, 3]]),
         ("rows.csv", "a,b,c\n1,2,3.5\n", [[1, 2, 3.5]]),
         ("rows.csv", "1,2,3\n", [[1, 2, 3]]),
+        # a missing value in the first row does not make it a header (as for `export`)
+        ("rows.csv", "1,,3\n4,5,6\n", [[1, "", 3], [4, 5, 6]]),
     ],
 )
 def test_data_files(name: str, content: str, expected: Any, tmp_path: Path) -> None:

@@ -7,8 +7,6 @@ convert, a sample of the wrong width) raises `CommandError` with a message that 
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from modeldeploy.commands import CommandError
+from modeldeploy.commands.csvrows import data_rows
 
 __all__ = [
     "Check",
@@ -54,10 +53,7 @@ def load_estimator(path: Path) -> Any:
 
 
 def _parse_csv(path: Path) -> np.ndarray:
-    text = path.read_text()
-    rows = [row for row in csv.reader(io.StringIO(text)) if row]
-    if rows and not _all_numbers(rows[0]):
-        rows = rows[1:]  # a header
+    rows = data_rows(path.read_text())
     values: list[list[float]] = []
     for number, row in enumerate(rows, start=1):
         try:
@@ -71,16 +67,6 @@ def _parse_csv(path: Path) -> np.ndarray:
     if len(widths) > 1:
         raise CommandError(f"{path}: rows have different numbers of columns: {sorted(widths)}")
     return np.array(values, dtype=np.float64)
-
-
-def _all_numbers(row: list[str]) -> bool:
-    try:
-        for cell in row:
-            if cell.strip():
-                float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def load_sample(path: Path) -> np.ndarray:

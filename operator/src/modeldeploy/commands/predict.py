@@ -9,8 +9,6 @@ inside the cluster, or through ``kubectl port-forward``). Only the standard libr
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import re
 import sys
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from modeldeploy.commands import CommandError, cluster
+from modeldeploy.commands.csvrows import data_rows
 
 __all__ = ["add_arguments", "build_request", "load_rows", "run"]
 
@@ -87,20 +86,10 @@ def load_rows(path: Path) -> Any:
 
 
 def _csv_rows(path: Path, text: str) -> list[list[Any]]:
-    rows = [row for row in csv.reader(io.StringIO(text)) if row]
-    if rows and not all(_is_number(cell) for cell in rows[0]):
-        rows = rows[1:]  # a header line
+    rows = data_rows(text)
     if not rows:
         raise CommandError(f"{path} has no data rows")
     return [[_cell(cell) for cell in row] for row in rows]
-
-
-def _is_number(cell: str) -> bool:
-    try:
-        float(cell)
-    except ValueError:
-        return False
-    return True
 
 
 def _cell(cell: str) -> Any:
