@@ -36,11 +36,16 @@ RESOURCES: dict[tuple[str, str], str] = {
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+def is_connection_error(error: BaseException) -> bool:
+    """The API server could not be reached (refused, reset, timed out), whatever raised it."""
+    return isinstance(error, OSError | TimeoutError) or type(error).__module__.startswith("urllib3")
+
+
 def is_transient(error: BaseException) -> bool:
     """Errors worth retrying with backoff: throttling, server trouble, lost connections."""
     if isinstance(error, ApiException):
         return error.status in TRANSIENT_STATUSES or error.status == 0
-    return isinstance(error, OSError | TimeoutError) or type(error).__module__.startswith("urllib3")
+    return is_connection_error(error)
 
 
 def error_message(error: ApiException) -> str:

@@ -76,7 +76,7 @@ def api_errors(action: str) -> Iterator[None]:
     """Turn API and connection failures during ``action`` into one-line errors."""
     from kubernetes.client.exceptions import ApiException
 
-    from modeldeploy.kube import error_message
+    from modeldeploy.kube import error_message, is_connection_error
 
     try:
         yield
@@ -86,13 +86,10 @@ def api_errors(action: str) -> Iterator[None]:
         raise CommandError(
             f"cannot {action}: the API server answered {error.status}: {error_message(error)}"
         ) from None
-    except (OSError, TimeoutError) as error:
-        raise CommandError(f"cannot {action}: cannot reach the API server: {error}") from None
     except Exception as error:
-        if type(error).__module__.startswith("urllib3"):
-            raise CommandError(
-                f"cannot {action}: cannot reach the API server: {_first_line(error)}"
-            ) from None
+        if is_connection_error(error):
+            detail = error if isinstance(error, OSError | TimeoutError) else _first_line(error)
+            raise CommandError(f"cannot {action}: cannot reach the API server: {detail}") from None
         raise
 
 

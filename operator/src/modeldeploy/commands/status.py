@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import yaml
 
 from modeldeploy.commands import cluster
+from modeldeploy.rollout.plan import parse_time
 
 __all__ = ["add_arguments", "machine_view", "render", "run"]
 
@@ -214,11 +215,9 @@ def _number(value: Any) -> str:
 
 def _seconds_since(value: Any, now: datetime) -> int | None:
     try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        moment = parse_time(value)
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     seconds = int((now - moment).total_seconds())
     return seconds if seconds >= 0 else None
 
