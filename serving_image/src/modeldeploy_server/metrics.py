@@ -26,6 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
+from .histograms import add_counts, cumulative_buckets
 from .quality_metrics import QualityAggregate, collect_quality
 
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -163,10 +164,7 @@ def _add_histograms(
     for key, counts, total in items:
         if key in target:
             old_counts, old_total = target[key]
-            target[key] = (
-                [a + b for a, b in zip(old_counts, counts, strict=True)],
-                old_total + total,
-            )
+            target[key] = (add_counts(old_counts, counts), old_total + total)
         else:
             target[key] = (list(counts), total)
 
@@ -190,15 +188,6 @@ def aggregate(snapshots: Iterable[dict[str, Any]]) -> Aggregate:
         result.rss_bytes[snap["worker"]] = snap["rss_bytes"]
         result.quality.add(snap.get("quality"))
     return result
-
-
-def _buckets(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
-    cumulative = 0
-    buckets: list[tuple[str, float]] = []
-    for bound, count in zip((*bounds, float("inf")), counts, strict=True):
-        cumulative += count
-        buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
-    return buckets
 
 
 class _Collector:
@@ -282,7 +271,7 @@ class _Collector:
         family = HistogramMetricFamily(name, documentation, labels=["deployment", "track", *labels])
         for key, (counts, total) in sorted(data.items()):
             values = list(key) if isinstance(key, tuple) else [key]
-            family.add_metric([*self.base, *values], _buckets(bounds, counts), total)
+            family.add_metric([*self.base, *values], cumulative_buckets(bounds, counts), total)
         return family
 
     def _gauge(

@@ -28,6 +28,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.samples import Sample
 
+from .histograms import add_counts, cumulative_buckets
+
 EPSILON = 1e-4
 MIN_DRIFT_VALUES = 100
 """Fewer values in the window than this (or than the window, if smaller): no PSI yet."""
@@ -75,8 +77,7 @@ class QualityAggregate:
             for feature, counts, expected in inputs["window"]:
                 key = (model, feature)
                 if key in self.window:
-                    merged = [a + b for a, b in zip(self.window[key][0], counts, strict=True)]
-                    self.window[key] = (merged, expected)
+                    self.window[key] = (add_counts(self.window[key][0], counts), expected)
                 else:
                     self.window[key] = (list(counts), list(expected))
             self.window_size[model] = inputs["window_size"]
@@ -88,7 +89,7 @@ class QualityAggregate:
             bounds, counts, total = values
             if model in self.prediction_values:
                 _, old, old_total = self.prediction_values[model]
-                counts = [a + b for a, b in zip(old, counts, strict=True)]
+                counts = add_counts(old, counts)
                 total += old_total
             self.prediction_values[model] = (tuple(bounds), list(counts), total)
 
@@ -162,7 +163,7 @@ def collect_quality(
             labels=labels,
         )
         for model, (bounds, counts, total) in sorted(data.prediction_values.items()):
-            buckets = _cumulative(bounds, counts)
+            buckets = cumulative_buckets(bounds, counts)
             histogram.add_metric([*base, model], buckets, total)
             if bounds[0] < 0 and not openmetrics:
                 # A histogram with a negative bucket has no _sum (nor _count) in OpenMetrics,
@@ -171,12 +172,3 @@ def collect_quality(
                 histogram.samples.append(Sample(f"{histogram.name}_count", names, buckets[-1][1]))
                 histogram.samples.append(Sample(f"{histogram.name}_sum", names, total))
         yield histogram
-
-
-def _cumulative(bounds: tuple[float, ...], counts: list[int]) -> list[tuple[str, float]]:
-    buckets: list[tuple[str, float]] = []
-    running = 0
-    for bound, count in zip((*bounds, math.inf), counts, strict=True):
-        running += count
-        buckets.append(("+Inf" if bound == math.inf else repr(float(bound)), running))
-    return buckets
