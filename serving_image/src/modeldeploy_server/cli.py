@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .fetch import FetchError, fetch
+    from .fetch import FetchError, fetch, is_sha256
     from .logs import configure_logging
 
     env = os.environ
@@ -153,9 +153,7 @@ def _fetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not (uri or profile_uri) or not dest:
         parser.error("fetch needs --dest and --model-uri, --profile-uri or both")
     for flag, digest in (("--sha256", sha256), ("--profile-sha256", profile_sha256)):
-        if digest is not None and (
-            len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest)
-        ):
+        if digest is not None and not is_sha256(digest):
             parser.error(f"{flag} must be 64 hexadecimal characters")
     if profile_sha256 is not None and not profile_uri:
         parser.error("--profile-sha256 is given without --profile-uri")

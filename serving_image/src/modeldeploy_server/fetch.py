@@ -32,6 +32,7 @@ import http.client
 import logging
 import os
 import random
+import re
 import tempfile
 import time
 import urllib.error
@@ -42,6 +43,14 @@ from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from . import s3
+
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+"""A SHA-256 digest as the flags and the profile give it: 64 hexadecimal characters."""
+
+
+def is_sha256(text: object) -> bool:
+    return isinstance(text, str) and re.fullmatch(SHA256_PATTERN, text) is not None
+
 
 log = logging.getLogger(__name__)
 

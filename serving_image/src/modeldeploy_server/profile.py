@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .fetch import is_sha256
+
 PROFILE_FORMAT = "modeldeploy.profile/v1"
 SUM_TOLERANCE = 0.01
 """Shares may be rounded by the exporter: a sum within this of 1 is accepted."""
@@ -127,7 +129,7 @@ def parse_profile(doc: object) -> Profile:
     model = _object(top.get("model"), "model")
     sha256 = model.get("sha256")
     if sha256 is not None:
-        if not isinstance(sha256, str) or len(sha256) != 64 or not _is_hex(sha256):
+        if not is_sha256(sha256):
             raise ProfileError(f"model.sha256: must be 64 hexadecimal characters, got {sha256!r}")
         sha256 = sha256.lower()
     name = model.get("input")
@@ -272,10 +274,6 @@ def _share(raw: object, where: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise ProfileError(f"{where}: must be a share between 0 and 1, got {value}")
     return value
-
-
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def _kind(raw: object) -> str:

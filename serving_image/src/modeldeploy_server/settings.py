@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from .fetch import SHA256_PATTERN
+
 ENV_PREFIX = "MODELDEPLOY_SERVER_"
 MAX_DEFAULT_WORKERS = 8
 
@@ -43,11 +45,11 @@ class ServerSettings(BaseModel):
         None, description="file://, plain path, pvc://, http(s)://, s3://"
     )
     model_version: str | None = Field(None, min_length=1, description="Informative version.")
-    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    sha256: str | None = Field(None, pattern=SHA256_PATTERN)
     profile_uri: str | None = Field(
         None, min_length=1, description="The model's training profile (model.profile.json)."
     )
-    profile_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    profile_sha256: str | None = Field(None, pattern=SHA256_PATTERN)
     quality_policy: Literal["observe", "reject"] = "observe"
     drift_window: int = Field(1000, ge=10, le=1_000_000, description="values per feature")
     host: str = "0.0.0.0"
