@@ -74,12 +74,27 @@ class ClusterSession:
 
     # Commands ----------------------------------------------------------------------------
     def _exec(
-        self, argv: list[str], *, cwd: Path | None = None, input: str | None = None
+        self,
+        argv: list[str],
+        *,
+        cwd: Path | None = None,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            argv, cwd=cwd, env=self.env, input=input, capture_output=True, text=True, timeout=300
-        )
-        if result.returncode != 0:
+        """Run a tool. A refused connection is retried for a while (a shared control plane may
+        be restarting its API server); with ``check``, any other failure raises at once."""
+        deadline = time.monotonic() + UNREACHABLE_GRACE
+        while True:
+            result = subprocess.run(
+                argv, cwd=cwd, env=self.env, input=input, capture_output=True, text=True,
+                timeout=timeout,
+            )  # fmt: skip
+            refused = result.returncode != 0 and "refused" in result.stderr + result.stdout
+            if not refused or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        if check and result.returncode != 0:
             shown = " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))
             raise DemoError(
                 f"`{shown}` exited with {result.returncode}:\n"
@@ -88,18 +103,9 @@ class ClusterSession:
         return result
 
     def kubectl(self, *args: str, cwd: Path | None = None, input: str | None = None) -> str:
-        """``kubectl ARGS``; a refused connection is retried for a while (a shared control
-        plane may be restarting its API server), any other failure raises at once."""
+        """``kubectl ARGS`` (see ``_exec``)."""
         assert self.cluster is not None
-        argv = [str(self.cluster.tool("kubectl")), *args]
-        deadline = time.monotonic() + UNREACHABLE_GRACE
-        while True:
-            try:
-                return self._exec(argv, cwd=cwd, input=input).stdout
-            except DemoError as error:
-                if "refused" not in str(error) or time.monotonic() > deadline:
-                    raise
-            time.sleep(1)
+        return self._exec([str(self.cluster.tool("kubectl")), *args], cwd=cwd, input=input).stdout
 
     def kubectl_shown(self, *args: str, cwd: Path | None = None) -> str:
         """``kubectl ARGS``, printed with its output."""
@@ -112,22 +118,23 @@ class ClusterSession:
         assert self.cluster is not None
         return self._exec([str(self.cluster.tool("helm")), *args], cwd=cwd).stdout
 
-    def modeldeploy_shown(self, *args: str) -> str:
+    def modeldeploy_shown(self, *args: str, cwd: Path | None = None) -> str:
+        """``modeldeploy ARGS``, printed with its output."""
         self.console.command("modeldeploy " + " ".join(args))
-        out = self._exec([*tool_argv("modeldeploy", "modeldeploy.cli"), *args]).stdout
+        out = self._exec([*tool_argv("modeldeploy", "modeldeploy.cli"), *args], cwd=cwd).stdout
         self.console.block(out)
         return out
 
     def _exists(self, *args: str) -> dict[str, Any] | None:
+        """The object, or None when the API server says it is not found."""
         assert self.cluster is not None
-        result = subprocess.run(
-            [str(self.cluster.tool("kubectl")), "get", *args, "-o", "json"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return json.loads(result.stdout) if result.returncode == 0 else None
+        kubectl = str(self.cluster.tool("kubectl"))
+        result = self._exec([kubectl, "get", *args, "-o", "json"], check=False, timeout=60)
+        if result.returncode == 0:
+            return dict(json.loads(result.stdout))
+        if "NotFound" in result.stderr:
+            return None
+        raise DemoError(f"`kubectl get {' '.join(args)}` failed: {result.stderr.strip()}")
 
     def get_md(self) -> dict[str, Any]:
         return json.loads(self.kubectl("get", "mdep", NAME, "-n", self.namespace, "-o", "json"))
@@ -167,11 +174,13 @@ class ClusterSession:
                 "apply", "--server-side", "--force-conflicts", "-f", "charts/modeldeploy/crds/",
                 cwd=self.root,
             )  # fmt: skip
-        installed = subprocess.run(
+        installed = self._exec(
             [str(self.cluster.tool("helm")), "status", self.release, "-n", RELEASE_NAMESPACE,
              "-o", "json"],
-            env=self.env, capture_output=True, text=True, timeout=60,
+            check=False, timeout=60,
         )  # fmt: skip
+        if installed.returncode != 0 and "not found" not in installed.stderr:
+            raise DemoError(f"`helm status {self.release}` failed: {installed.stderr.strip()}")
         if installed.returncode == 0:
             description = json.loads(installed.stdout).get("info", {}).get("description")
             if description != MARK:
@@ -369,16 +378,10 @@ class ClusterSession:
         """A cleanup command: a failure is reported, never raised over the demo's result."""
         assert self.cluster is not None
         try:
-            subprocess.run(
-                [str(self.cluster.tool(tool)), *args],
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=True,
-            )
-        except subprocess.CalledProcessError as error:
-            reason = (error.stderr or "").strip().splitlines()[-1:] or [f"exit {error.returncode}"]
-            self.console.info(f"cleanup: `{tool} {' '.join(args)}` failed: {reason[0]}")
+            result = self._exec([str(self.cluster.tool(tool)), *args], check=False, timeout=120)
         except (OSError, subprocess.SubprocessError) as error:
             self.console.info(f"cleanup: `{tool} {' '.join(args)}` failed: {error}")
+            return
+        if result.returncode != 0:
+            reason = result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]
+            self.console.info(f"cleanup: `{tool} {' '.join(args)}` failed: {reason[0]}")

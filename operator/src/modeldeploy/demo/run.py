@@ -160,10 +160,7 @@ class Demo:
             "--name", NAME, "--version", str(version),
             "--uri", output.as_uri(),
         ]  # fmt: skip
-        self.console.command("modeldeploy " + " ".join(args))
-        result = self._run([*tool_argv("modeldeploy", "modeldeploy.cli"), *args], cwd=self.workdir)
-        self.console.block(result.stdout)
-        text = result.stdout
+        text = self.session.modeldeploy_shown(*args, cwd=self.workdir)
         start, end = text.find("# ModelDeployment:"), text.find("# EOF")
         if start < 0 or end < start:
             raise DemoError("modeldeploy export printed no ModelDeployment snippet")
@@ -259,10 +256,7 @@ class Demo:
         rows.write_text(json.dumps(QUESTION))
         self.console.info(f"flowers.json: {json.dumps(QUESTION)}")
         args = ["predict", NAME, "--url", url, "--data", rows.name]
-        self.console.command("modeldeploy " + " ".join(args))
-        result = self._run([*tool_argv("modeldeploy", "modeldeploy.cli"), *args], cwd=self.workdir)
-        self.console.block(result.stdout)
-        answer = json.loads(result.stdout)
+        answer = json.loads(self.session.modeldeploy_shown(*args, cwd=self.workdir))
         labels = next(o["data"] for o in answer["outputs"] if o["name"] == "label")
         names = ", ".join(CLASSES[int(label)] for label in labels)
         self.console.info(f"the model says: {names}")
@@ -287,17 +281,6 @@ class Demo:
         self.session.modeldeploy_shown("status", NAME, "-n", self.namespace)
 
     # Helpers -----------------------------------------------------------------------------
-    def _run(self, argv: list[str], *, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            argv, cwd=cwd, env=self.session.env, capture_output=True, text=True, timeout=300
-        )
-        if result.returncode != 0:
-            raise DemoError(
-                f"`{' '.join(argv)}` exited with {result.returncode}:\n"
-                + (result.stderr or result.stdout).strip()[-3000:]
-            )
-        return result
-
     def _report(self, error: BaseException) -> None:
         c = self.console
         where = f"step {c.current[0]}/{STEPS} ({c.current[1]})" if c.current else "start-up"
