@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from modeldeploy.demo import DemoError
-from modeldeploy.demo.cluster import ClusterSession
+from modeldeploy.demo.cluster import NAME, ClusterSession
 from modeldeploy.demo.console import Console
 from modeldeploy.demo.models import CLASSES, QUESTION, Trained, train
 from modeldeploy.demo.processes import (
@@ -37,7 +37,6 @@ from modeldeploy.demo.traffic import Traffic
 from modeldeploy.devcluster import ControlPlaneError, free_port
 
 STEPS = 6
-NAME = "iris"
 ROLLOUT: dict[str, Any] = {
     "strategy": "Canary",
     "steps": [
