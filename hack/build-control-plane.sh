@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane from the Go module proxy and caches it outside the work tree:
 #   kube       one multi-call binary (kube-apiserver, kube-controller-manager, kube-scheduler,
-#              kubectl, etcd), dispatching on its name like the old hyperkube: it links once.
+#              kubelet, kube-proxy, kubectl, etcd), dispatching on its name like the old hyperkube: it links once.
 #   kwok       fake nodes and pods (sigs.k8s.io/kwok), with its stage configurations.
 #   helm       helm.sh/helm/v3, told the Kubernetes version it will talk to.
 #   metrics-server  serves metrics.k8s.io from KWOK's emulated usage, so HPAs really scale.
@@ -13,7 +13,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
 
 cache="${MODELDEPLOY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/modeldeploy}"
-bindir="$cache/control-plane/k8s-${KUBERNETES_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_ms-${METRICS_SERVER_VERSION}"
+# The multi-call source is part of the key: a command added to it rebuilds the binary.
+multicall_sum=$(sha256sum "$here/kube-multicall/main.go" | cut -c1-8)
+bindir="$cache/control-plane/k8s-${KUBERNETES_VERSION}-${multicall_sum}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}_ms-${METRICS_SERVER_VERSION}"
 srcdir="$cache/src"
 mkdir -p "$bindir" "$srcdir"
 
@@ -131,7 +133,7 @@ build_metrics_server() {
 
 link_names() {
   local name
-  for name in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd; do
+  for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd; do
     ln -sfn kube "$bindir/$name"
   done
 }
