@@ -19,6 +19,7 @@ from kubernetes.client import ApiClient
 from modeldeploy.builders.names import LABEL_DEPLOYMENT, MANAGED_BY
 from modeldeploy.kube import Kube
 from modeldeploy.metrics import count_pod_event
+from modeldeploy.reconcilers.pods import pod_problem, trim_pod
 
 log = logging.getLogger("modeldeploy.cache")
 
@@ -116,26 +117,6 @@ class ChildStore:
             return key in self._objects
 
 
-def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """What status needs of a pod: its name, labels, version, phase and conditions."""
-    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-    return {
-        "metadata": {
-            k: meta[k] for k in ("name", "namespace", "labels", "resourceVersion") if k in meta
-        },
-        "status": {k: status[k] for k in ("phase", "conditions") if k in status},
-    }
-
-
-def unschedulable(pod: Mapping[str, Any] | None) -> bool:
-    """Whether the scheduler reported it cannot place the pod: what the ModelDeployment's
-    status says (PodsUnschedulable) and no Deployment event announces."""
-    for condition in ((pod or {}).get("status") or {}).get("conditions") or ():
-        if condition.get("type") == "PodScheduled":
-            return condition.get("status") == "False" and condition.get("reason") == "Unschedulable"
-    return False
-
-
 def equality_selector(selector: str | None) -> dict[str, str] | None:
     """``a=b,c=d`` as a dict; None for any other form (set-based, ``!=``, bare keys)."""
     if not selector:
@@ -172,8 +153,9 @@ class PodStore:
             self._synced.add(scope)
 
     def update(self, kind: str, pod: Mapping[str, Any]) -> bool:
-        """Apply one watch event (ADDED, MODIFIED or DELETED). True when the pod turned
-        unschedulable, or stopped being so (see :func:`unschedulable`)."""
+        """Apply one watch event (ADDED, MODIFIED or DELETED). True when the pod's trouble
+        changed: it turned unschedulable, its init container failed, it was OOMKilled, or it
+        recovered (see :func:`~modeldeploy.reconcilers.pods.pod_problem`)."""
         trimmed = trim_pod(pod)
         meta = trimmed["metadata"]
         with self._guard:
@@ -183,7 +165,7 @@ class PodStore:
                 return False
             before = pods.get(str(meta.get("name")))
             pods[str(meta.get("name"))] = trimmed
-            return unschedulable(before) != unschedulable(trimmed)
+            return pod_problem(before) != pod_problem(trimmed)
 
     def unsync(self, scope: str | None) -> None:
         """The watch of ``scope`` broke: answer nothing from it until it lists again."""
@@ -266,15 +248,15 @@ class PodWatch:
         kube: Kube,
         store: PodStore,
         namespace: str | None,
-        on_scheduling: Callable[[str, str], None] | None = None,
+        on_problem: Callable[[str, str], None] | None = None,
     ) -> None:
         # A client of its own: the long-lived watch must not hold a pooled connection of the
         # reconciles' client.
         self.kube = Kube(ApiClient(kube.client.configuration), kube.field_manager, kube.timeout)
         self.store, self.namespace = store, namespace
-        self.on_scheduling = on_scheduling
-        """Called with (namespace, ModelDeployment name) when a serving pod turns out
-        unschedulable, or stops being so: the status must say so."""
+        self.on_problem = on_problem
+        """Called with (namespace, ModelDeployment name) when a serving pod's trouble changes
+        (unschedulable, a failed fetch, OOMKilled, or recovered): the status must say so."""
 
     def run(self, stop: threading.Event) -> None:
         backoff = 1.0
@@ -316,8 +298,8 @@ class PodWatch:
                 changed = self.store.update(str(kind), obj)
                 count_pod_event()
                 owner = ((obj.get("metadata") or {}).get("labels") or {}).get(LABEL_DEPLOYMENT)
-                if changed and owner and self.on_scheduling is not None:
-                    self.on_scheduling(str(obj["metadata"].get("namespace")), str(owner))
+                if changed and owner and self.on_problem is not None:
+                    self.on_problem(str(obj["metadata"].get("namespace")), str(owner))
             version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
             if stop.is_set():
                 break

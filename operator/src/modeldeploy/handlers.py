@@ -319,7 +319,7 @@ def _watch_caches(memo: kopf.Memo, scope: str | None, stop: threading.Event) -> 
             log.warning("cannot list the children yet: %s", error)
             stop.wait(delay)
             delay = min(delay * 2, 30.0)
-    PodWatch(memo["kube"], dispatcher.pods, scope, on_scheduling=dispatcher.poke).run(stop)
+    PodWatch(memo["kube"], dispatcher.pods, scope, on_problem=dispatcher.poke).run(stop)
 
 
 def _start(name: str, target: Any, *args: Any) -> None:

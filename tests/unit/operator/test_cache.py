@@ -14,10 +14,10 @@ from modeldeploy.cache import (
     PodStore,
     equality_selector,
     resource_version,
-    trim_pod,
     version_number,
 )
 from modeldeploy.kube import Kube
+from modeldeploy.reconcilers.pods import trim_pod
 
 
 def child(rv: str, replicas: int = 1, name: str = "iris") -> dict[str, Any]:
@@ -170,6 +170,8 @@ def test_a_pod_keeps_only_what_status_needs() -> None:
     assert trimmed["status"] == {
         "phase": "Pending",
         "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
+        # Container names and states explain failures; readiness, images and the rest do not.
+        "containerStatuses": [{"name": "server"}],
     }
     assert "spec" not in trimmed
 

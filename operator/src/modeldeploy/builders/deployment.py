@@ -171,6 +171,9 @@ def _fetch_container(md: ModelDeployment, image: str, pull: dict[str, Any]) -> d
         "env": [{"name": "MODELDEPLOY_PVC_ROOT", "value": PVC_ROOT}],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
         "securityContext": _CONTAINER_SECURITY,
+        # The fetch's last words (wrong digest, missing object) become the container's
+        # termination message, which the ModelDeployment's status quotes.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }
     if model.credentials_secret:
@@ -199,6 +202,7 @@ def _server_container(
         "readinessProbe": probe("/v2/health/ready", periodSeconds=5, failureThreshold=2),
         "livenessProbe": probe("/v2/health/live", periodSeconds=10, failureThreshold=3),
         "securityContext": _CONTAINER_SECURITY,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [
             {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},

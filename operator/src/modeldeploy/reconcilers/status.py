@@ -13,6 +13,7 @@ from typing import Any
 
 from modeldeploy.api import ModelDeployment
 from modeldeploy.builders.names import name_of, namespace_of, service_name
+from modeldeploy.reconcilers.pods import pod_problems
 from modeldeploy.rollout import Decision, Target
 from modeldeploy.rollout.plan import iso
 
@@ -46,19 +47,6 @@ def now_iso() -> str:
     return iso(datetime.now(UTC))
 
 
-def _unschedulable(pods: list[dict[str, Any]]) -> str | None:
-    for pod in pods:
-        for condition in pod.get("status", {}).get("conditions", []):
-            if (
-                condition.get("type") == "PodScheduled"
-                and condition.get("status") == "False"
-                and condition.get("reason") == "Unschedulable"
-            ):
-                name = pod["metadata"]["name"]
-                return f"pod {name} cannot be scheduled: {condition.get('message', '')}".strip()
-    return None
-
-
 def _deployment_condition(deployment: dict[str, Any], kind: str) -> dict[str, Any] | None:
     for condition in deployment.get("status", {}).get("conditions", []):
         if condition.get("type") == kind:
@@ -90,9 +78,7 @@ def judge(md: ModelDeployment, seen: Observed) -> dict[str, Verdict]:
         problems.append(("InvalidSpec", seen.invalid_spec))
     if seen.refused:
         problems.append(("ChildRefused", "; ".join(seen.refused)))
-    unschedulable = _unschedulable(seen.pods)
-    if unschedulable:
-        problems.append(("PodsUnschedulable", unschedulable))
+    problems += pod_problems(seen.pods)
     progressing = _deployment_condition(seen.deployment or {}, "Progressing")
     if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
         problems.append(("ProgressDeadlineExceeded", str(progressing.get("message", ""))))
