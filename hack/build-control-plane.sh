@@ -4,7 +4,8 @@
 #              kubelet, kube-proxy, kubectl, etcd), dispatching on its name like the old hyperkube: it links once.
 #   kwok       fake nodes and pods (sigs.k8s.io/kwok), with its stage configurations.
 #   helm       helm.sh/helm/v3, told the Kubernetes version it will talk to.
-#   metrics-server  serves metrics.k8s.io from KWOK's emulated usage, so HPAs really scale.
+#   metrics-server  serves metrics.k8s.io from the kubelet's and KWOK's emulated usage.
+#   coredns    cluster DNS for the real node (hack/coredns: the plugins it needs only).
 # Prints the directory that holds them. Skips whatever is already cached.
 set -euo pipefail
 
@@ -131,6 +132,22 @@ build_metrics_server() {
   log "metrics-server: built in $((SECONDS - start)) s"
 }
 
+build_coredns() {
+  local dir="$cache/coredns-${COREDNS_VERSION}-$(sha256sum "$here/coredns/main.go" | cut -c1-8)"
+  local target="$dir/coredns"
+  if [ -x "$target" ]; then log "coredns $COREDNS_VERSION: cached"; return; fi
+  log "coredns $COREDNS_VERSION: building (cluster DNS plugins only)"
+  local start=$SECONDS mod="$srcdir/coredns-${COREDNS_VERSION}"
+  mkdir -p "$mod" "$dir"
+  printf 'module modeldeploy.local/coredns\n\ngo 1.25.0\n\nrequire github.com/coredns/coredns %s\n' \
+    "$COREDNS_VERSION" > "$mod/go.mod"
+  cp "$here/coredns/main.go" "$mod/main.go"
+  (cd "$mod" && go mod tidy)
+  (cd "$mod" && go build -v -ldflags "-s -w" -o "$target.tmp" . 2>&1) | progress_count "coredns"
+  mv "$target.tmp" "$target"
+  log "coredns: built in $((SECONDS - start)) s"
+}
+
 link_names() {
   local name
   for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd; do
@@ -149,6 +166,8 @@ build_kube
 build_kwok
 build_helm
 build_metrics_server
+build_coredns
 link_names
+ln -sfn "$cache/coredns-${COREDNS_VERSION}-$(sha256sum "$here/coredns/main.go" | cut -c1-8)/coredns" "$bindir/coredns"
 log "control plane ready in $bindir ($((SECONDS - total)) s)"
 echo "$bindir"
