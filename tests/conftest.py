@@ -44,15 +44,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.fixture
 def namespace(cluster) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """A fresh namespace, deleted (without waiting) after the test."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    cluster.kubectl("create", "namespace", name)
-    # The ServiceAccount controller creates "default" shortly after; pods need it.
-    cluster.kubectl(
-        "wait", "--for=create", f"--namespace={name}", "serviceaccount/default", "--timeout=60s"
-    )
+    """A fresh namespace whose pods go to the KWOK nodes (Running and Ready without a
+    container), deleted (without waiting) after the test."""
+    name = cluster.create_namespace(f"t-{uuid.uuid4().hex[:10]}", kwok=True)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def node_namespace(cluster) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A fresh namespace whose pods run on the real node, deleted after the test (waiting,
+    so that its containers are gone before the next test starts its own)."""
+    name = cluster.create_namespace(f"n-{uuid.uuid4().hex[:10]}")
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--timeout=120s", check=False, timeout=150)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from cryptography import x509
@@ -9,6 +10,8 @@ from cryptography.x509.oid import NameOID
 
 from modeldeploy.devcluster import fake_node, free_port, project_root
 from modeldeploy.devcluster.binaries import read_versions
+from modeldeploy.devcluster.network import GATEWAY, NODE_NAME
+from modeldeploy.devcluster.objects import KWOK_NAMESPACE_ANNOTATIONS, KWOK_TAINT
 from modeldeploy.devcluster.pki import CLIENTS, write_pki
 
 
@@ -20,11 +23,28 @@ def test_versions_are_pinned_releases() -> None:
     assert all(v.startswith("v") and v.count(".") == 2 for v in versions.values())
 
 
-def test_fake_node_is_managed_by_kwok_and_schedulable() -> None:
+def test_fake_node_is_managed_by_kwok_and_taken_only_by_pods_that_tolerate_it() -> None:
     node = fake_node("n1")
     assert node["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake"
-    assert "taints" not in node.get("spec", {})
+    assert node["spec"]["taints"] == [KWOK_TAINT]
     assert node["status"]["allocatable"]["cpu"] == "8"
+    # A KWOK namespace's pods select the fake nodes and tolerate their taint.
+    tolerations = json.loads(
+        KWOK_NAMESPACE_ANNOTATIONS["scheduler.alpha.kubernetes.io/defaultTolerations"]
+    )
+    assert tolerations == [{"operator": "Equal", **KWOK_TAINT}]
+    assert node["metadata"]["labels"]["type"] == "kwok"
+
+
+def test_the_real_nodes_certificates_name_its_node_and_address(tmp_path: Path) -> None:
+    pki = write_pki(tmp_path)
+    serving = x509.load_pem_x509_certificate(pki.cert("kubelet-serving").read_bytes())
+    sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == [GATEWAY]
+    assert sans.get_values_for_type(x509.DNSName) == [NODE_NAME]
+    client = x509.load_pem_x509_certificate(pki.cert("kubelet").read_bytes())
+    name = client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert name == f"system:node:{NODE_NAME}"  # what the Node authorizer expects
 
 
 def test_free_port_is_on_loopback_range() -> None:

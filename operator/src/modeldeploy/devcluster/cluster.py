@@ -1,5 +1,7 @@
-"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, controller-manager,
-scheduler and KWOK (fake nodes whose pods become Running and Ready without a kubelet).
+"""A real Kubernetes cluster on this machine: etcd, kube-apiserver, controller-manager,
+scheduler, metrics-server, KWOK (fake nodes whose pods become Running and Ready without a
+kubelet, for scale) and one real node (containerd, kubelet, kube-proxy, cluster DNS and an
+object store) that runs the images built from this repository.
 
 Used by ``make cluster``, the pytest fixtures and the demo. Every process is a real upstream
 binary; nothing here imitates the Kubernetes API.
@@ -21,9 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modeldeploy.devcluster.addons import cluster_dns, object_store
 from modeldeploy.devcluster.binaries import ControlPlaneError, binary_dir, project_root
 from modeldeploy.devcluster.components import ComponentArgs
+from modeldeploy.devcluster.images import Images, built_images, load_images
+from modeldeploy.devcluster.network import NODE_NAME, HostNetwork
+from modeldeploy.devcluster.node import NodeArgs, remove_node_state
 from modeldeploy.devcluster.objects import (
+    KWOK_NAMESPACE_ANNOTATIONS,
     METRICS_API,
     NODE_COUNT,
     WRITE_VERBS,
@@ -42,17 +49,26 @@ COMPONENTS = (
     "kube-scheduler",
     "kwok",
     "metrics-server",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
 )
+# Components that are not commands of the multi-call binary, and where they come from.
+EXECUTABLES = {"kwok": "bin", "metrics-server": "bin", "containerd": "/usr/bin/containerd"}
+# Ports the node's components listen on besides the ones named after a component.
+EXTRA_PORTS = ("etcd-peer", "kubelet-healthz", "kube-proxy-healthz", "kube-proxy-metrics")
 
 
 @dataclass
-class LocalCluster(ComponentArgs):
-    """A control plane whose state (PKI, etcd data, logs, kubeconfigs) lives under ``root``."""
+class LocalCluster(ComponentArgs, NodeArgs):
+    """A cluster whose state (PKI, etcd data, logs, kubeconfigs, the node's containers) lives
+    under ``root``."""
 
     root: Path
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     bin_dir: Path | None = None
+    images: Images | None = None
 
     # Paths -----------------------------------------------------------------------------
     @property
@@ -94,6 +110,11 @@ class LocalCluster(ComponentArgs):
             return None
         cluster = cls(root=root, ports=state["ports"], pids=state["pids"])
         cluster.bin_dir = Path(state["bin_dir"])
+        if state.get("images"):
+            cluster.images = Images(
+                refs=state["images"]["refs"],
+                archives={k: Path(v) for k, v in state["images"]["archives"].items()},
+            )
         if all(alive(pid) for pid in cluster.pids.values()) and cluster.ready():
             return cluster
         return None
@@ -106,11 +127,24 @@ class LocalCluster(ComponentArgs):
             return False
 
     # Starting --------------------------------------------------------------------------
+    @property
+    def sandbox_image(self) -> str:
+        assert self.images is not None
+        return self.images.ref("PAUSE")
+
+    @property
+    def network(self) -> HostNetwork:
+        return HostNetwork(self.ports["kube-apiserver"])
+
     def start(self, *, progress: Callable[[str], None] = print) -> None:
-        """Start every component, wait until it is ready, create the fake nodes."""
+        """Start every component, wait until it is ready, create the fake nodes and bring
+        up the real node with its cluster DNS and object store."""
         project = project_root()
         self.bin_dir = binary_dir(project)
+        progress("images: building what changed (make images)")
+        self.images = built_images(project)
         if self.root.exists():
+            remove_node_state(self.root / "node")
             shutil.rmtree(self.root)
         for sub in ("logs", "bin", "etcd", "config"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -118,10 +152,12 @@ class LocalCluster(ComponentArgs):
             self.tool(tool).symlink_to(self.bin_dir / tool)
         progress("writing certificates")
         write_pki(self.pki.dir)
-        for name in (*COMPONENTS, "etcd-peer"):
+        for name in (*COMPONENTS, *EXTRA_PORTS):
             self.ports.setdefault(name, free_port())
         self._write_kubeconfigs()
         try:
+            progress("host network: bridge, routes that keep cluster addresses here, guard")
+            self.network.up()
             progress("starting etcd")
             self._spawn("etcd", self._etcd_args())
             self._wait("etcd", self._etcd_healthy, 30)
@@ -150,21 +186,80 @@ class LocalCluster(ComponentArgs):
                 60,
                 what="the default ServiceAccount",
             )
+            self._start_node(progress)
         except BaseException:
             self.stop(remove=False)
             raise
         progress(f"ready: {self.server} (kubeconfig {self.kubeconfig})")
 
+    def _start_node(self, progress: Callable[[str], None]) -> None:
+        """The real node: host network, containerd with our images, kubelet, kube-proxy,
+        then cluster DNS and the object store as pods on it."""
+        assert self.images is not None
+        progress(f"real node {NODE_NAME}: starting containerd and loading the images")
+        self._spawn("containerd", self._containerd_args())
+        self._wait("containerd", self.containerd_socket.exists, 30, what="its socket")
+        load_images(self.images, self.containerd_socket)
+        progress("real node: starting the kubelet and kube-proxy")
+        self._spawn("kubelet", self._kubelet_args())
+        self._spawn("kube-proxy", self._kube_proxy_args())
+        self._wait("kubelet", self._real_node_ready, 120, what="the node to become Ready")
+        progress("real node: cluster DNS and the object store")
+        objects = [
+            *cluster_dns(self.images.ref("COREDNS")),
+            *object_store(self.images.ref("OBJECTSTORE")),
+        ]
+        self.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+        )
+        for namespace, name in (("kube-system", "coredns"), ("modeldeploy-store", "s3")):
+            self.kubectl(
+                "rollout",
+                "status",
+                f"--namespace={namespace}",
+                f"deployment/{name}",
+                "--timeout=120s",
+                timeout=130,
+            )
+
+    def _real_node_ready(self) -> bool:
+        node = self._json(f"/api/v1/nodes/{NODE_NAME}")
+        return any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in node.get("status", {}).get("conditions", [])
+        )
+
     def _save(self) -> None:
+        images = None
+        if self.images is not None:
+            images = {
+                "refs": self.images.refs,
+                "archives": {k: str(v) for k, v in self.images.archives.items()},
+            }
         self.state_file.write_text(
             json.dumps(
-                {"ports": self.ports, "pids": self.pids, "bin_dir": str(self.bin_dir)}, indent=2
+                {
+                    "ports": self.ports,
+                    "pids": self.pids,
+                    "bin_dir": str(self.bin_dir),
+                    "images": images,
+                },
+                indent=2,
             )
         )
 
     def _spawn(self, name: str, args: list[str]) -> None:
         assert self.bin_dir is not None
-        binary = self.bin_dir / (name if name in ("kwok", "metrics-server") else "kube")
+        where = EXECUTABLES.get(name)
+        if where is None:
+            binary = self.bin_dir / "kube"
+        elif where == "bin":
+            binary = self.bin_dir / name
+        else:
+            binary = Path(where)
         argv0 = name
         logfile = (self.logs / f"{name}.log").open("ab")
         # argv[0] selects the component of the multi-call binary.
@@ -231,6 +326,8 @@ class LocalCluster(ComponentArgs):
             ("scheduler", self.root / "config" / "scheduler.kubeconfig"),
             ("kwok", self.root / "config" / "kwok.kubeconfig"),
             ("metrics-server", self.root / "config" / "metrics-server.kubeconfig"),
+            ("kubelet", self.root / "config" / "kubelet.kubeconfig"),
+            ("kube-proxy", self.root / "config" / "kube-proxy.kubeconfig"),
         ):
             self._write_kubeconfig(path, stem)
 
@@ -317,6 +414,27 @@ class LocalCluster(ComponentArgs):
         for index in range(NODE_COUNT):
             self.kubectl("apply", "-f", "-", input=json.dumps(fake_node(f"kwok-node-{index}")))
 
+    # Namespaces ------------------------------------------------------------------------
+    def create_namespace(self, name: str, *, kwok: bool = False) -> str:
+        """Create namespace ``name``; with ``kwok`` its pods go to the fake nodes (no
+        container runs), otherwise to the real node. Waits for its default ServiceAccount."""
+        namespace: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name},
+        }
+        if kwok:
+            namespace["metadata"]["annotations"] = KWOK_NAMESPACE_ANNOTATIONS
+        self.kubectl("create", "-f", "-", input=json.dumps(namespace))
+        self.kubectl(
+            "wait",
+            "--for=create",
+            f"--namespace={name}",
+            "serviceaccount/default",
+            "--timeout=60s",
+        )
+        return name
+
     # Clients ---------------------------------------------------------------------------
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
@@ -381,10 +499,14 @@ class LocalCluster(ComponentArgs):
 
     # Stopping --------------------------------------------------------------------------
     def stop(self, *, remove: bool = True) -> None:
-        """Stop every process (reverse order) and, when ``remove``, delete the state."""
+        """Stop every process (reverse order), the node's containers with them, remove what
+        the node left on the host and, when ``remove``, delete the state."""
         for name in reversed(list(self.pids)):
             terminate(self.pids[name])
         self.pids.clear()
+        remove_node_state(self.node_dir)
+        if "kube-apiserver" in self.ports:
+            self.network.down()
         if remove and self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)
         elif self.state_file.exists():

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modeldeploy.devcluster.objects import AUDIT_POLICY
+from modeldeploy.devcluster.network import GATEWAY, SERVICE_CIDR
+from modeldeploy.devcluster.objects import AUDIT_POLICY, KWOK_NODE_ANNOTATION
 from modeldeploy.devcluster.pki import Pki
-
-SERVICE_CIDR = "10.96.0.0/16"
 
 
 class ComponentArgs:
@@ -46,9 +45,19 @@ class ComponentArgs:
         p = self.pki
         return [
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none",
+            # Every address, so that pods reach it on the bridge; the host network's guard
+            # lets only loopback and the bridge connect. Pods find it through the
+            # `kubernetes` Service, whose endpoint is the advertised bridge address.
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={GATEWAY}",
+            "--endpoint-reconciler-type=lease",
+            # logs, exec and port-forward reach the real kubelet on its node IP.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={p.cert('apiserver-kubelet-client')}",
+            f"--kubelet-client-key={p.key('apiserver-kubelet-client')}",
+            f"--kubelet-certificate-authority={p.cert('ca')}",
+            # A namespace can pin its pods to the KWOK nodes (tests, the scale benchmark).
+            "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
             f"--secure-port={self.ports['kube-apiserver']}",
             f"--cert-dir={p.dir}",
             f"--tls-cert-file={p.cert('apiserver')}",
@@ -123,7 +132,8 @@ class ComponentArgs:
         stages = sorted((self.bin_dir / "kwok-stages").glob("*.yaml"))
         return [
             f"--kubeconfig={self.root / 'config' / 'kwok.kubeconfig'}",
-            "--manage-all-nodes=true",
+            # Only the fake nodes: the real node's pods are the kubelet's.
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             f"--server-address=127.0.0.1:{self.ports['kwok']}",
             "--node-ip=127.0.0.1",
             # The nodes' kubelet port: where metrics-server scrapes KWOK's emulated metrics.

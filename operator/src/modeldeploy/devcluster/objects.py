@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 NODE_COUNT = 2
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# The KWOK nodes carry a taint, so that ordinary workloads land on the real node; what should
+# run on KWOK (tests of what the API server decides, the scale benchmark) goes to a namespace
+# with these annotations (admission plugins PodNodeSelector and PodTolerationRestriction).
+KWOK_TAINT = {"key": KWOK_NODE_ANNOTATION, "value": "fake", "effect": "NoSchedule"}
+KWOK_NAMESPACE_ANNOTATIONS = {
+    "scheduler.alpha.kubernetes.io/node-selector": "type=kwok",
+    "scheduler.alpha.kubernetes.io/defaultTolerations": json.dumps(
+        [{"operator": "Equal", **KWOK_TAINT}]
+    ),
+}
 NODE_CPU = "8"
 NODE_MEMORY = "32Gi"
 
@@ -62,7 +74,7 @@ def fake_node(name: str) -> dict[str, Any]:
         "metadata": {
             "name": name,
             "annotations": {
-                "kwok.x-k8s.io/node": "fake",
+                KWOK_NODE_ANNOTATION: "fake",
                 "node.alpha.kubernetes.io/ttl": "0",
                 # metrics-server asks for /metrics/resource unless told KWOK's per-node path.
                 "metrics.k8s.io/resource-metrics-path": f"/metrics/nodes/{name}/metrics/resource",
@@ -76,6 +88,7 @@ def fake_node(name: str) -> dict[str, Any]:
                 "type": "kwok",
             },
         },
+        "spec": {"taints": [KWOK_TAINT]},
         "status": {
             "allocatable": resources,
             "capacity": resources,

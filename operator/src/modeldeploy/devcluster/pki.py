@@ -12,7 +12,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from modeldeploy.devcluster.network import GATEWAY as NODE_IP
+from modeldeploy.devcluster.network import NODE_NAME
+
 _VALIDITY = dt.timedelta(days=365)
+
 
 # Client identities: file stem -> (common name, organisation or None).
 CLIENTS: dict[str, tuple[str, str | None]] = {
@@ -21,6 +25,11 @@ CLIENTS: dict[str, tuple[str, str | None]] = {
     "scheduler": ("system:kube-scheduler", None),
     "kwok": ("kwok-controller", "system:masters"),
     "metrics-server": ("metrics-server", "system:masters"),
+    # The real node: its kubelet (Node authorizer), kube-proxy (system:node-proxier binding),
+    # and the API server's own identity when it calls the kubelet (logs, exec).
+    "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
+    "kube-proxy": ("system:kube-proxy", None),
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
 }
 
 
@@ -152,6 +161,7 @@ def write_pki(directory: Path) -> Pki:
     sans: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
+        x509.IPAddress(ipaddress.ip_address(NODE_IP)),
         x509.DNSName("localhost"),
     ]
     sans += [
@@ -169,6 +179,15 @@ def write_pki(directory: Path) -> Pki:
     # Serving certificate for helpers the API server calls (metrics, webhooks) on loopback.
     _write_leaf(
         pki, "loopback-serving", ca, _name("localhost"), [ExtendedKeyUsageOID.SERVER_AUTH], sans
+    )
+    # The kubelet's serving certificate, for the API server and metrics-server on its node IP.
+    _write_leaf(
+        pki,
+        "kubelet-serving",
+        ca,
+        _name(f"system:node:{NODE_NAME}", "system:nodes"),
+        [ExtendedKeyUsageOID.SERVER_AUTH],
+        [x509.IPAddress(ipaddress.ip_address(NODE_IP)), x509.DNSName(NODE_NAME)],
     )
     for stem, (common_name, organisation) in CLIENTS.items():
         _write_leaf(
