@@ -1,0 +1,72 @@
+"""`helm install` as a platform team runs it: the operator is a pod on the real node, acting
+with the chart's ServiceAccount and RBAC, and a ModelDeployment applied afterwards is served
+by real pods that it built."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modeldeploy.devcluster.network import NODE_NAME
+from modeldeploy.devcluster.store import ObjectStore
+from tests.integration.chart.conftest import CHART, Helm
+from tests.integration.node.test_serving import infer, pods_of, ready_md, serving_spec
+from tests.support.kubectl import apply_md
+from tests.support.operator_process import wait_for
+
+
+@pytest.fixture
+def release(
+    cluster: Any, helm: Helm, node_namespace: str, modeldeployment_crd: str
+) -> Iterator[str]:
+    """The chart installed with the images built from this checkout, watching the test's
+    namespace; uninstalled afterwards."""
+    name = f"op-{uuid.uuid4().hex[:6]}"
+    release_namespace = cluster.create_namespace(f"{name}-system")
+    repository, tag = cluster.images.ref("OPERATOR").rsplit(":", 1)
+    values = {
+        "image": {"repository": repository, "tag": tag},
+        "operator": {"serverImage": cluster.images.ref("SERVER")},
+        "watchNamespaces": [node_namespace],
+    }
+    helm.run(
+        "install", name, str(CHART), "-n", release_namespace, "--wait", "--timeout", "3m",
+        "-f", helm.values_file(values), timeout=240,
+    )  # fmt: skip
+    yield release_namespace
+    helm.run("uninstall", name, "-n", release_namespace, "--wait", check=False)
+    cluster.kubectl("delete", "namespace", release_namespace, "--wait=false", check=False)
+
+
+def test_the_charts_operator_pod_serves_a_model_on_real_pods(
+    cluster: Any,
+    release: str,
+    node_namespace: str,
+    store: ObjectStore,
+    models: dict[str, Path],
+) -> None:
+    operator_pods = json.loads(cluster.kubectl("get", "pods", "-n", release, "-o", "json").stdout)[
+        "items"
+    ]
+    [pod] = operator_pods
+    assert pod["spec"]["nodeName"] == NODE_NAME
+    assert pod["status"]["containerStatuses"][0]["ready"]
+    account = pod["spec"]["serviceAccountName"]
+    assert account and account != "default"
+
+    uri, digest = store.upload(models["classifier"], f"{node_namespace}/classifier.onnx")
+    spec = serving_spec(uri, digest, store.grant(node_namespace))
+    apply_md(cluster, node_namespace, "iris", spec)
+    wait_for(lambda: ready_md(cluster, node_namespace), 240, "the ModelDeployment Ready")
+    [serving] = pods_of(cluster, node_namespace)
+    assert serving["spec"]["containers"][0]["image"] == cluster.images.ref("SERVER")
+    answer = infer(cluster, node_namespace, [[5.1, 3.5, 1.4, 0.2]])
+    assert answer["model_name"] == "iris"
+    # The operator's own log, from its pod: it acted as the chart's ServiceAccount.
+    logs = cluster.kubectl("logs", pod["metadata"]["name"], "-n", release).stdout
+    assert "iris" in logs
