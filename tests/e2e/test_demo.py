@@ -82,32 +82,41 @@ def assert_left_nothing(cluster: Any, workdir: Path, namespace: str, release: st
 def test_the_demo_serves_a_prediction_and_promotes_a_canary(cluster: Any, tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     command, namespace, release = demo_command(cluster, workdir)
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     out = result.stdout
     assert result.returncode == 0, out[-6000:] + result.stderr[-3000:]
 
     for number in range(1, 7):
         assert re.search(rf"^\[\s*[\d.]+s\] ==> {number}/6 ", out, re.MULTILINE), out
-    # The chart installed, the operator running with its ServiceAccount's token.
+    # The chart installed, its operator a pod Running on the real node.
     assert f"helm install {release} charts/modeldeploy -n modeldeploy-system" in out
-    assert "deployed" in out and f"ServiceAccount modeldeploy-system/{release}" in out
-    # The export's report, and the ModelDeployment Ready.
+    assert "deployed" in out
+    assert re.search(rf"^\s*{release}-\S+\s+1/1\s+Running\s.*modeldeploy-node", out, re.M), out
+    # The export's report, the upload, and the ModelDeployment Ready on real pods.
     assert "labels         150/150 identical  OK" in out
-    assert re.search(r"phase Ready: 4 of 4 pod\(s\) ready; serving file://\S+/v1/model.onnx", out)
-    # The prediction, as `modeldeploy predict` printed it.
-    response = printed_json_after(out, "$ modeldeploy predict iris --url http://127.0.0.1:")
+    assert "s3://models/iris/v1/ --recursive" in out
+    assert re.search(
+        r"phase Ready: 4 of 4 pod\(s\) ready; serving s3://models/iris/v1/model.onnx", out
+    )
+    row = r"^\s*iris-\S+\s+1/1\s+Running\s.*modeldeploy-node"
+    assert len(re.findall(row, out, re.M)) >= 4, out
+    # The prediction through the Service's cluster address, as `modeldeploy predict` printed it.
+    response = printed_json_after(out, "$ modeldeploy predict iris --url http://10.96.")
     assert response["model_name"] == "iris" and response["model_version"] == "1"
     labels = next(o for o in response["outputs"] if o["name"] == "label")
     assert labels["data"] == [0, 1, 2]
     assert "the model says: setosa, versicolor, virginica" in out
+    # `kubectl logs` of a serving pod shows the real server.
+    assert "$ kubectl logs iris-" in out
     # The canary's steps, its analysis from Prometheus, the promotion and the history.
     assert "canary weight 25%" in out and "canary weight 50%" in out
     assert re.search(r"analysis run \(passed [1-9].*error-rate 0 \(max 0.01\) Passed", out), out
     assert "prediction-drift" in out
     assert "Promoted: promoted at step 4 of 4" in out
-    assert re.search(r"Promoted\s+Promoted\s+file://\S+/v2/model.onnx \(version 2\)", out), out
-    served = re.search(r"canary answered (\d+) request\(s\), (\d+) with 200", out)
+    assert re.search(r"Promoted\s+Promoted\s+s3://models/iris/v2/model.onnx \(version 2\)", out)
+    served = re.search(r"(\d+) of (\d+) requests answered 200", out)
     assert served and int(served[1]) > 0 and served[1] == served[2], out
+    assert re.search(r"weight 25%: the canary answered \d+% of \d+ requests", out), out
     assert re.search(r"demo finished in \d+s", out)
     assert_left_nothing(cluster, workdir, namespace, release)
 

@@ -1,5 +1,5 @@
-"""The demo's side of the cluster: the control plane, the chart, the operator as the chart's
-ServiceAccount, and reading a ModelDeployment's status as it changes.
+"""The demo's side of the cluster: the local cluster with its real node, the chart (whose
+operator runs as a pod), and reading a ModelDeployment's status as it changes.
 
 Every kubectl, helm and modeldeploy command runs with ``KUBECONFIG`` set, exactly as printed,
 so a reader can type the same commands against the same cluster.
@@ -11,16 +11,18 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from modeldeploy.demo import DemoError
 from modeldeploy.demo.console import Console
-from modeldeploy.demo.processes import Child, Children, http_status, tool_argv, wait_until
+from modeldeploy.demo.processes import Child, tool_argv, wait_until
 from modeldeploy.demo.traffic import Traffic
-from modeldeploy.devcluster import LocalCluster, free_port, project_root, running_cluster
+from modeldeploy.devcluster import LocalCluster, project_root, running_cluster
+from modeldeploy.devcluster.addons import store_credentials
+from modeldeploy.devcluster.network import NODE_NAME
 
 RELEASE_NAMESPACE = "modeldeploy-system"
 MARK = "modeldeploy demo"
@@ -70,7 +72,6 @@ class ClusterSession:
         self.env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         self.cluster: LocalCluster | None = None
         self.reused = False
-        self.service_account = ""
 
     # Commands ----------------------------------------------------------------------------
     def _exec(
@@ -146,8 +147,9 @@ class ClusterSession:
         self.reused = LocalCluster.load(default) is not None
         if not self.reused:
             self.console.info(
-                "no `make cluster` running: starting a private control plane for this run "
-                "(etcd, kube-apiserver, controller-manager, scheduler, KWOK); stopped at the end"
+                "no `make cluster` running: starting a private cluster for this run (etcd, "
+                "kube-apiserver, controller-manager, scheduler, KWOK nodes and a real node: "
+                "containerd, kubelet, kube-proxy, CoreDNS, an S3 object store); stopped at the end"
             )
         self.cluster = self.stack.enter_context(
             running_cluster(default, self.workdir / "cluster", progress=self.console.info)
@@ -157,11 +159,17 @@ class ClusterSession:
         self.env["KUBECONFIG"] = str(self.cluster.kubeconfig)
         self.env["PATH"] = f"{self.cluster.root / 'bin'}{os.pathsep}{self.env.get('PATH', '')}"
         self.console.info(f"export KUBECONFIG={self.cluster.kubeconfig}")
-        self.kubectl_shown("get", "nodes")
+        self.kubectl_shown("get", "nodes", "-o", "wide")
+        self.console.info(
+            f"{NODE_NAME} is a real kubelet running containers; the KWOK nodes are simulated "
+            "(tainted, for scale tests) and take none of the demo's pods"
+        )
 
     # Step 2 ------------------------------------------------------------------------------
     def install_chart(self) -> None:
-        assert self.cluster is not None
+        assert self.cluster is not None and self.cluster.images is not None
+        operator_image = self.cluster.images.ref("OPERATOR")
+        server_image = self.cluster.images.ref("SERVER")
         for kind in ("cache", "config", "data"):
             self.env[f"HELM_{kind.upper()}_HOME"] = str(self.workdir / "helm" / kind)
         if self._exists("crd", "modeldeployments.serving.modeldeploy.io") is not None:
@@ -191,10 +199,18 @@ class ClusterSession:
                 )
             self.console.info(f"removing release {self.release}, left by an earlier demo run")
             self.helm("uninstall", self.release, "-n", RELEASE_NAMESPACE, "--wait")
+        repository, tag = operator_image.rsplit(":", 1)
         args = [
             "install", self.release, "charts/modeldeploy", "-n", RELEASE_NAMESPACE,
-            "--create-namespace", "--wait", "--timeout", "2m", "--description", MARK,
+            "--create-namespace", "--wait", "--timeout", "3m", "--description", MARK,
+            "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+            "--set", f"operator.serverImage={server_image}",
+            "--set", f"watchNamespaces={{{self.namespace}}}",
         ]  # fmt: skip
+        self.console.info(
+            "the images were built from this checkout by `make images` and loaded into the "
+            "node's containerd, as a registry would serve them"
+        )
         self.console.command("helm " + " ".join(f'"{a}"' if " " in a else a for a in args))
         out = self.helm(*args, cwd=self.root)
         if self.reused:
@@ -207,18 +223,22 @@ class ClusterSession:
             f"(helm get notes {self.release} -n {RELEASE_NAMESPACE})"
         )
         selector = f"app.kubernetes.io/instance={self.release}"
-        self.kubectl_shown("get", "deployment", "-n", RELEASE_NAMESPACE, "-l", selector)
-        deployments = json.loads(
-            self.kubectl("get", "deployment", "-n", RELEASE_NAMESPACE, "-l", selector, "-o", "json")
-        )["items"]
-        if len(deployments) != 1:
-            raise DemoError(f"expected one operator Deployment labelled {selector}")
-        self.service_account = deployments[0]["spec"]["template"]["spec"]["serviceAccountName"]
+        self.kubectl_shown("get", "pods", "-n", RELEASE_NAMESPACE, "-l", selector, "-o", "wide")
         self.console.info(
-            "its pod is simulated by KWOK (nothing runs in it): the operator runs below as a "
-            f"local process with a token of ServiceAccount {RELEASE_NAMESPACE}/"
-            f"{self.service_account}, so the API server grants it exactly the chart's RBAC"
+            f"the operator runs as a pod on {NODE_NAME} with the chart's ServiceAccount and "
+            f"RBAC, watching namespace {self.namespace}"
         )
+
+    def operator_logs(self, lines: int = 30) -> str:
+        """The last lines of the operator pod's log (for a failure report)."""
+        assert self.cluster is not None
+        selector = f"app.kubernetes.io/instance={self.release}"
+        result = self._exec(
+            [str(self.cluster.tool("kubectl")), "logs", "-n", RELEASE_NAMESPACE, "-l", selector,
+             f"--tail={lines}"],
+            check=False, timeout=30,
+        )  # fmt: skip
+        return (result.stdout or result.stderr).strip()
 
     def create_namespace(self) -> None:
         existing = self._exists("namespace", self.namespace)
@@ -243,56 +263,12 @@ class ClusterSession:
             "wait", "--for=create", "-n", self.namespace, "serviceaccount/default",
             "--timeout=60s",
         )  # fmt: skip
-
-    def start_operator(self, children: Children) -> Child:
-        assert self.cluster is not None
-        token = self.kubectl(
-            "create", "token", self.service_account, "-n", RELEASE_NAMESPACE, "--duration=2h"
-        ).strip()
-        admin = json.loads(self.cluster.kubeconfig.read_text())
-        kubeconfig = self.workdir / "operator.kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "local", "cluster": admin["clusters"][0]["cluster"]}],
-                    "users": [{"name": self.service_account, "user": {"token": token}}],
-                    "contexts": [
-                        {
-                            "name": "local",
-                            "context": {"cluster": "local", "user": self.service_account},
-                        }
-                    ],
-                    "current-context": "local",
-                }
-            )
-        )
-        kubeconfig.chmod(0o600)
-        self.console.command(
-            f"kubectl create token {self.service_account} -n {RELEASE_NAMESPACE}  "
-            "# into operator.kubeconfig"
-        )
-        port = free_port()
-        args = ["operator", "--namespace", self.namespace, "--standalone",
-                "--kubeconfig", kubeconfig.name, "--log-format", "text",
-                "--liveness", f"http://127.0.0.1:{port}/healthz"]  # fmt: skip
-        self.console.command("modeldeploy " + " ".join(args) + " &")
-        argv = [*tool_argv("modeldeploy", "modeldeploy.cli"), *args]
-        argv[argv.index(kubeconfig.name)] = str(kubeconfig)
-        child = children.start("operator", argv, env=self.env)
-        self.stack.callback(children.stop, child)
-        wait_until(
-            lambda: http_status(f"http://127.0.0.1:{port}/healthz") == 200,
-            90,
-            "the operator's liveness endpoint",
-            watch=[child],
-        )
+        secret = store_credentials(self.namespace)
+        self.kubectl("apply", "-f", "-", input=json.dumps(secret))
         self.console.info(
-            f"operator running (pid {child.process.pid}, watching namespace {self.namespace}, "
-            f"log {child.log.relative_to(self.workdir)})"
+            f"Secret {secret['metadata']['name']}: the object store's S3 credentials and "
+            "endpoint, for spec.model.credentialsSecret"
         )
-        return child
 
     # Step 4 ------------------------------------------------------------------------------
     def wait_stable(self, uri: str, watch: list[Child], timeout: float = 120) -> dict[str, Any]:
@@ -323,10 +299,15 @@ class ClusterSession:
 
     # Step 6 ------------------------------------------------------------------------------
     def follow_rollout(
-        self, uri: str, traffic: Traffic, watch: list[Child], timeout: float
+        self,
+        uri: str,
+        traffic: Traffic,
+        watch: list[Child],
+        timeout: float,
+        on_half: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
-        """Print each step of the rollout to ``uri`` until it is promoted; steer the traffic
-        split by the weight. A rollback is a failure, with the operator's reason."""
+        """Print each step of the rollout to ``uri`` until it is promoted, with the traffic
+        each track answered. A rollback is a failure, with the operator's reason."""
         deadline = time.monotonic() + timeout
         said, analysed, shown_row = "", "", False
         while True:
@@ -335,13 +316,14 @@ class ClusterSession:
             md = self.get_md()
             status = md.get("status") or {}
             canary = status.get("canary") or {}
-            traffic.weight = int(canary.get("weight", 0)) if canary else 0
             progressing = condition(md, "Progressing").get("message") or ""
             if canary:
                 line = (
                     f"{status.get('phase')}, canary weight {canary.get('weight', 0)}%: "
                     f"{progressing}"
                 )
+                if line != said:
+                    traffic.mark(int(canary.get("weight", 0)))
                 if line != said:
                     said = line
                     self.console.info(line)
@@ -356,6 +338,8 @@ class ClusterSession:
             if canary.get("weight", 0) >= 50 and not shown_row:
                 shown_row = True
                 self.kubectl_shown("get", "mdep", "-n", self.namespace)
+                if on_half is not None:
+                    on_half()
             history = status.get("history") or []
             latest = history[0] if history else {}
             if (latest.get("model") or {}).get("uri") == uri and not canary:

@@ -4,7 +4,6 @@ in their own process group, and stopped by their id whatever happens."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -121,16 +120,23 @@ def http_status(url: str, timeout: float = 2) -> int | None:
 
 
 class Prometheus:
-    """The real ``prometheus`` binary (Debian package) scraping the demo's servers every
-    second. Targets are static; ``set_targets`` rewrites the configuration and reloads it."""
+    """The real ``prometheus`` binary (Debian package) discovering the serving pods through
+    the Kubernetes API (``kubernetes_sd_configs``, role pod) and scraping them every second.
 
-    def __init__(self, workdir: Path, children: Children) -> None:
+    It listens on ``host`` (the real node's bridge address), so that the operator's pod reaches
+    it through a Service, as a canary analysis reaches Prometheus on any cluster."""
+
+    def __init__(
+        self, workdir: Path, children: Children, kubeconfig: Path, namespace: str, host: str
+    ) -> None:
         self.workdir = workdir
         self.children = children
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
+        self.host = host
         self.config = workdir / "prometheus.yml"
-        self.targets: list[tuple[str, dict[str, str]]] = []
         self.child: Child | None = None
 
     def start(self) -> None:
@@ -141,15 +147,14 @@ class Prometheus:
                 "does, when run as root: apt-get install prometheus)"
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._write_config()
+        self.config.write_text(json.dumps(scrape_config(self.kubeconfig, self.namespace)))
         self.child = self.children.start(
             "prometheus",
             [
                 binary,
                 f"--config.file={self.config}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--web.enable-lifecycle",
+                f"--web.listen-address={self.host}:{self.port}",
                 "--log.level=warn",
             ],
         )
@@ -160,43 +165,63 @@ class Prometheus:
             watch=[self.child],
         )
 
-    def set_targets(self, targets: list[tuple[str, dict[str, str]]], timeout: float = 30) -> None:
-        """Scrape exactly ``targets`` ("host:port", extra labels); wait until each is up."""
-        assert self.child is not None
-        self.targets = targets
-        self._write_config()
-        request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
-        with urllib.request.urlopen(request, timeout=10):
-            pass
-        wanted = {address for address, _ in targets}
-        wait_until(
-            lambda: self._up() == wanted,
-            timeout,
-            f"Prometheus to scrape {', '.join(sorted(wanted))}",
-            watch=[self.child],
-        )
-
-    def _up(self) -> set[str]:
+    def scraped_pods(self) -> dict[str, str]:
+        """pod name -> track of every serving pod scraped and up."""
         url = f"{self.url}/api/v1/targets?state=active"
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 active = json.load(response)["data"]["activeTargets"]
         except (OSError, ValueError, KeyError):
-            return set()
-        return {t["labels"]["instance"] for t in active if t.get("health") == "up"}
-
-    def _write_config(self) -> None:
-        config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-            "scrape_configs": [
-                {
-                    "job_name": "modeldeploy",
-                    "static_configs": [
-                        {"targets": [address], "labels": labels} for address, labels in self.targets
-                    ],
-                }
-            ],
+            return {}
+        return {
+            t["labels"]["pod"]: t["labels"].get("track", "")
+            for t in active
+            if t.get("health") == "up" and "pod" in t["labels"]
         }
-        temporary = self.config.with_suffix(".tmp")
-        temporary.write_text(json.dumps(config, indent=2))  # JSON is YAML
-        os.replace(temporary, self.config)
+
+
+def scrape_config(kubeconfig: Path, namespace: str) -> dict[str, Any]:
+    """Scrape the pods the operator annotates (``prometheus.io/scrape``), labelled with their
+    namespace, pod and track, as a ServiceMonitor or the chart's PodMonitor would."""
+    meta = "__meta_kubernetes_pod_"
+    return {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "modeldeploy-pods",
+                # The server labels its own series with deployment and track: those win.
+                "honor_labels": True,
+                "kubernetes_sd_configs": [
+                    {
+                        "role": "pod",
+                        "kubeconfig_file": str(kubeconfig),
+                        "namespaces": {"names": [namespace]},
+                    }
+                ],
+                "relabel_configs": [
+                    {
+                        "source_labels": [f"{meta}annotation_prometheus_io_scrape"],
+                        "regex": "true",
+                        "action": "keep",
+                    },
+                    {
+                        "source_labels": [f"{meta}phase"],
+                        "regex": "Running",
+                        "action": "keep",
+                    },
+                    {
+                        "source_labels": [f"{meta}ip", f"{meta}annotation_prometheus_io_port"],
+                        "regex": "(.+);(.+)",
+                        "replacement": "$1:$2",
+                        "target_label": "__address__",
+                    },
+                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                    {"source_labels": [f"{meta}name"], "target_label": "pod"},
+                    {
+                        "source_labels": [f"{meta}label_serving_modeldeploy_io_track"],
+                        "target_label": "track",
+                    },
+                ],
+            }
+        ],
+    }

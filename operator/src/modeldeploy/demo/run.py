@@ -22,19 +22,15 @@ from typing import Any
 import yaml
 
 from modeldeploy.demo import DemoError
-from modeldeploy.demo.cluster import NAME, ClusterSession
+from modeldeploy.demo.cluster import NAME, RELEASE_NAMESPACE, ClusterSession
 from modeldeploy.demo.console import Console
 from modeldeploy.demo.models import CLASSES, QUESTION, Trained, train
-from modeldeploy.demo.processes import (
-    Child,
-    Children,
-    Prometheus,
-    http_status,
-    tool_argv,
-    wait_until,
-)
+from modeldeploy.demo.processes import Children, Prometheus
 from modeldeploy.demo.traffic import Traffic
-from modeldeploy.devcluster import ControlPlaneError, free_port
+from modeldeploy.devcluster import ControlPlaneError
+from modeldeploy.devcluster.addons import STORE_NAMESPACE, STORE_SECRET, STORE_SERVICE
+from modeldeploy.devcluster.network import GATEWAY
+from modeldeploy.devcluster.store import BUCKET, ObjectStore
 
 STEPS = 6
 ROLLOUT: dict[str, Any] = {
@@ -52,7 +48,11 @@ CHECKS = [
     {"name": "latency-p99", "max": 0.25},
     {"name": "prediction-drift", "max": 0.1},
 ]
-ROLLOUT_TIMEOUT = 180.0
+ROLLOUT_TIMEOUT = 300.0
+REPLICAS = 4
+# Small requests: the demo's five serving pods share the real node with everything else.
+RESOURCES = {"requests": {"cpu": "100m", "memory": "160Mi"}, "limits": {"memory": "512Mi"}}
+PROMETHEUS_SERVICE = "prometheus"
 
 
 class Demo:
@@ -74,8 +74,8 @@ class Demo:
         self.session = ClusterSession(
             console, workdir, namespace, release, self.stack, cluster_root
         )
-        self.prometheus = Prometheus(workdir / "prometheus", self.children)
-        self.operator: Child | None = None
+        self.prometheus: Prometheus | None = None
+        self.store: ObjectStore | None = None
 
     # The run ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -109,35 +109,25 @@ class Demo:
             "new version as a canary"
         )
         c.info(f"work directory (models, logs): {self.workdir}")
-        with c.step(1, "Start the local Kubernetes control plane"):
+        with c.step(1, "Start the local Kubernetes cluster with its real node"):
             self.session.start_cluster()
             # Before the cluster goes (a private one stops at the end): every process.
             self.stack.callback(self.children.stop_all)
-        with c.step(2, "Install the Helm chart; run the operator as its ServiceAccount"):
-            self.session.install_chart()
+        with c.step(2, "Install the Helm chart: the operator runs as a pod on the node"):
             self.session.create_namespace()
-            self.operator = self.session.start_operator(self.children)
-        with c.step(3, "Train a scikit-learn model and export it with `modeldeploy export`"):
+            self.session.install_chart()
+        with c.step(3, "Train a scikit-learn model, export it, upload it to the object store"):
             first = self._train(1)
             snippet = self._export(first, 1)
         with c.step(4, "Apply a ModelDeployment (canary strategy, analysis) and wait for Ready"):
             self._start_prometheus()
             self._apply(snippet)
-        with c.step(5, "Serve the model with modeldeploy-server and send a real prediction"):
-            stable = self._serve("stable", snippet["spec"]["model"])
-            self.prometheus.set_targets([self._target("stable", stable)])
-            c.info(f"Prometheus scrapes the stable server's metrics on {stable[1]}")
-            self._predict(stable[0])
+        with c.step(5, "Send a real prediction through the ModelDeployment's Service"):
+            self._predict()
         with c.step(6, "Roll out a second model version as a canary until it is promoted"):
             second = self._train(2)
             update = self._export(second, 2)["spec"]["model"]
-            canary = self._serve("canary", update)
-            self.prometheus.set_targets(
-                [self._target("stable", stable), self._target("canary", canary)]
-            )
-            c.info("Prometheus scrapes both servers; light traffic flows, split by the weight")
-            urls = {"stable": stable[0], "canary": canary[0]}
-            self._canary(update, urls, second.rows_by_class)
+            self._canary(update, second.rows_by_class)
         print(file=c.stream)
 
     # Step 3: a model ---------------------------------------------------------------------
@@ -150,14 +140,16 @@ class Demo:
         return trained
 
     def _export(self, trained: Trained, version: int) -> dict[str, Any]:
-        """``modeldeploy export``; returns the ModelDeployment snippet it printed."""
+        """``modeldeploy export`` and the upload of its files; returns the ModelDeployment
+        snippet it printed."""
         output = self.workdir / f"v{version}" / "model.onnx"
+        key = f"{NAME}/v{version}/model.onnx"
         args = [
             "export", str(trained.model_file.relative_to(self.workdir)),
             "--sample", str(trained.sample_file.relative_to(self.workdir)),
             "--output", str(output.relative_to(self.workdir)),
             "--name", NAME, "--version", str(version),
-            "--uri", output.as_uri(),
+            "--uri", f"s3://{BUCKET}/{key}",
         ]  # fmt: skip
         text = self.session.modeldeploy_shown(*args, cwd=self.workdir)
         start, end = text.find("# ModelDeployment:"), text.find("# EOF")
@@ -166,105 +158,114 @@ class Demo:
         snippet = yaml.safe_load(text[text.index("\n", start) + 1 : end])
         if not isinstance(snippet, dict) or "model" not in snippet.get("spec", {}):
             raise DemoError(f"modeldeploy export printed a snippet without spec.model: {snippet}")
+        self._upload(output, key)
+        snippet["spec"]["model"]["credentialsSecret"] = STORE_SECRET
         return snippet
+
+    def _upload(self, model: Path, key: str) -> None:
+        """Put the model and its training profile where the snippet says they are."""
+        if self.store is None:
+            assert self.session.cluster is not None
+            self.store = ObjectStore(self.session.cluster)
+        profile = model.with_name("model.profile.json")
+        prefix = key.rsplit("/", 1)[0]
+        self.console.command(
+            f"aws s3 cp --endpoint-url {self.store.endpoint} {model.parent.name}/ "
+            f"s3://{BUCKET}/{prefix}/ --recursive  # model.onnx, model.profile.json"
+        )
+        self.store.upload(model, key)
+        self.store.upload(profile, f"{prefix}/{profile.name}")
+        self.console.info(
+            f"uploaded to the cluster's object store (rclone serve s3, Service "
+            f"{STORE_SERVICE}.{STORE_NAMESPACE}); the pods fetch from there"
+        )
 
     # Step 4: the ModelDeployment ---------------------------------------------------------
     def _start_prometheus(self) -> None:
-        self.prometheus.start()
-        self.console.info(
-            f"Prometheus {self.prometheus.url} (the Debian package) started: the canary "
-            "analysis will read the servers' metrics from it"
+        cluster = self.session.cluster
+        assert cluster is not None
+        self.prometheus = Prometheus(
+            self.workdir / "prometheus", self.children, cluster.kubeconfig, self.namespace, GATEWAY
         )
+        self.prometheus.start()
+        # A Service in front of it, so the operator's pod reaches it by name.
+        self.session.kubectl(
+            "apply", "-f", "-", input=json.dumps(prometheus_service(self.prometheus.port))
+        )
+        self.console.info(
+            f"Prometheus (the Debian package) discovers the serving pods through the Kubernetes "
+            f"API and scrapes them; the operator reads it at {self._prometheus_address()}"
+        )
+
+    def _prometheus_address(self) -> str:
+        return f"http://{PROMETHEUS_SERVICE}.{RELEASE_NAMESPACE}.svc.cluster.local:9090"
 
     def _apply(self, snippet: dict[str, Any]) -> None:
         manifest = json.loads(json.dumps(snippet))
-        manifest["spec"]["replicas"] = 4
+        manifest["spec"]["replicas"] = REPLICAS
+        manifest["spec"]["runtime"] = {"resources": RESOURCES}
         rollout = json.loads(json.dumps(ROLLOUT))
         rollout["analysis"] = {
             "interval": "5s",
             "failureLimit": 2,
-            "prometheus": {"address": self.prometheus.url},
+            "prometheus": {"address": self._prometheus_address()},
             "metrics": CHECKS,
         }
         manifest["spec"]["rollout"] = rollout
         path = self.workdir / f"{NAME}.yaml"
         path.write_text(yaml.safe_dump(manifest, sort_keys=False))
         self.console.info(
-            f"{path.name}: the snippet export printed, with 4 replicas and a canary rollout"
+            f"{path.name}: the snippet export printed, with the store's credentials, "
+            f"{REPLICAS} replicas and a canary rollout"
         )
         self.console.block(path.read_text())
-        self.console.info(
-            "model URIs are file:// paths on this machine: the simulated pods fetch nothing, "
-            "the local servers below load them"
-        )
         self.session.kubectl_shown("apply", "-n", self.namespace, "-f", path.name, cwd=self.workdir)
         uri = manifest["spec"]["model"]["uri"]
-        self.session.wait_stable(uri, [self.operator] if self.operator else [])
+        self.session.wait_stable(uri, self._watched(), timeout=300)
         self.session.kubectl_shown("get", "mdep", "-n", self.namespace)
+        self._show_pods()
+
+    def _watched(self) -> list[Any]:
+        return [self.prometheus.child] if self.prometheus and self.prometheus.child else []
+
+    def _show_pods(self) -> None:
         self.session.kubectl_shown(
-            "get", "deployments,services,pods", "-n", self.namespace,
+            "get", "pods", "-n", self.namespace, "-o", "wide",
             "-l", f"serving.modeldeploy.io/deployment={NAME}",
         )  # fmt: skip
 
-    # Step 5: a server and a prediction ---------------------------------------------------
-    def _serve(self, track: str, model: dict[str, Any]) -> tuple[str, str]:
-        """A ``modeldeploy-server`` for ``track`` of the ModelDeployment: (URL, metrics
-        address). It gets what the operator gives the pods: the model, its sha256 and
-        profile, and the deployment's name and track for its metric labels."""
-        port, metrics_port = free_port(), free_port()
-        args = [
-            "serve", "--model-name", NAME, "--model-uri", model["uri"],
-            "--sha256", model["sha256"], "--model-version", str(model.get("version", "")),
-            "--host", "127.0.0.1", "--http-port", str(port),
-            "--metrics-port", str(metrics_port), "--workers", "1",
-            "--model-cache-dir", str(self.workdir / "cache" / track), "--log-format", "text",
-        ]  # fmt: skip
-        profile = model.get("profile")
-        if profile:
-            args += ["--profile-uri", profile["uri"], "--profile-sha256", profile["sha256"]]
-        identity = {
-            "MODELDEPLOY_DEPLOYMENT_NAME": NAME,
-            "MODELDEPLOY_TRACK": track,
-            "MODELDEPLOY_NAMESPACE": self.namespace,
-        }
-        shown = " ".join(f"{k}={v}" for k, v in identity.items())
-        self.console.command(f"{shown} modeldeploy-server serve --model-uri {model['uri']} ...")
-        argv = [*tool_argv("modeldeploy-server", "modeldeploy_server"), *args]
-        child = self.children.start(f"server-{track}", argv, env={**self.session.env, **identity})
-        self.stack.callback(self.children.stop, child)
-        url = f"http://127.0.0.1:{port}"
-        wait_until(
-            lambda: http_status(f"{url}/v2/health/ready") == 200,
-            60,
-            f"the {track} server to be ready on {url}",
-            watch=[child],
+    # Step 5: a prediction --------------------------------------------------------------
+    def _service_url(self) -> str:
+        service = json.loads(
+            self.session.kubectl("get", "service", NAME, "-n", self.namespace, "-o", "json")
         )
-        self.console.info(
-            f"{track} server ready on {url} (model version {model.get('version')}, pid "
-            f"{child.process.pid}, log {child.log.relative_to(self.workdir)})"
-        )
-        return url, f"127.0.0.1:{metrics_port}"
+        port = service["spec"]["ports"][0]["port"]
+        return f"http://{service['spec']['clusterIP']}:{port}"
 
-    def _target(self, track: str, server: tuple[str, str]) -> tuple[str, dict[str, str]]:
-        # The namespace label is what a ServiceMonitor adds; the server adds deployment and
-        # track to its series itself.
-        return server[1], {"namespace": self.namespace, "job": f"{NAME}-{track}"}
-
-    def _predict(self, url: str) -> None:
+    def _predict(self) -> None:
         rows = self.workdir / "flowers.json"
         rows.write_text(json.dumps(QUESTION))
         self.console.info(f"flowers.json: {json.dumps(QUESTION)}")
+        url = self._service_url()
+        self.console.info(
+            f"Service {NAME} has the cluster address {url.removeprefix('http://')}, which this "
+            "machine reaches through kube-proxy like a pod does"
+        )
         args = ["predict", NAME, "--url", url, "--data", rows.name]
         answer = json.loads(self.session.modeldeploy_shown(*args, cwd=self.workdir))
         labels = next(o["data"] for o in answer["outputs"] if o["name"] == "label")
         names = ", ".join(CLASSES[int(label)] for label in labels)
         self.console.info(f"the model says: {names}")
+        selector = f"serving.modeldeploy.io/deployment={NAME}"
+        listed = self.session.kubectl(
+            "get", "pods", "-n", self.namespace, "-l", selector, "-o", "json"
+        )
+        pod = json.loads(listed)["items"][0]["metadata"]["name"]
+        self.session.kubectl_shown("logs", pod, "-n", self.namespace, "-c", "server", "--tail=3")
 
     # Step 6: the canary ------------------------------------------------------------------
-    def _canary(
-        self, model: dict[str, Any], urls: dict[str, str], rows_by_class: list[list[list[float]]]
-    ) -> None:
-        traffic = Traffic(NAME, urls, rows_by_class).start()
+    def _canary(self, model: dict[str, Any], rows_by_class: list[list[list[float]]]) -> None:
+        traffic = Traffic(NAME, self._service_url(), rows_by_class).start()
         self.stack.callback(traffic.stop)
         patch = json.dumps({"spec": {"model": model}}, separators=(",", ":"))
         self.console.command(
@@ -273,10 +274,15 @@ class Demo:
         )
         self.session.kubectl("patch", "mdep", NAME, "-n", self.namespace, "--type=merge",
                              "-p", patch)  # fmt: skip
-        watch = [c for c in (self.operator, self.prometheus.child) if c is not None]
-        self.session.follow_rollout(model["uri"], traffic, watch, ROLLOUT_TIMEOUT)
+        self.session.follow_rollout(
+            model["uri"], traffic, self._watched(), ROLLOUT_TIMEOUT, on_half=self._show_pods
+        )
         traffic.stop()
-        self.console.info(f"traffic during the rollout: {traffic.summary()}")
+        self.console.info(
+            f"traffic through the Service during the rollout: "
+            f"{traffic.summary(str(model.get('version', '')))} (replica ratio: the canary's "
+            "share is its share of the ready pods, not exactly the weight)"
+        )
         self.session.modeldeploy_shown("status", NAME, "-n", self.namespace)
 
     # Helpers -----------------------------------------------------------------------------
@@ -300,7 +306,39 @@ class Demo:
         for name, text in self.children.tails():
             c.line(f"    last lines of {name}'s log:")
             c.block(text)
+        if self.session.cluster is not None:
+            c.line("    last lines of the operator pod's log:")
+            c.block(self.session.operator_logs())
         c.line(f"    logs and files are kept in {self.workdir}")
+
+
+def prometheus_service(port: int) -> dict[str, Any]:
+    """Service ``prometheus`` in the release's namespace, in front of the Prometheus process
+    on the node's bridge address (a Service without selector and its EndpointSlice)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": PROMETHEUS_SERVICE, "namespace": RELEASE_NAMESPACE},
+                "spec": {"ports": [{"name": "web", "port": 9090, "targetPort": port}]},
+            },
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{PROMETHEUS_SERVICE}-demo",
+                    "namespace": RELEASE_NAMESPACE,
+                    "labels": {"kubernetes.io/service-name": PROMETHEUS_SERVICE},
+                },
+                "addressType": "IPv4",
+                "ports": [{"name": "web", "port": port, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [GATEWAY], "conditions": {"ready": True}}],
+            },
+        ],
+    }
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -1,5 +1,6 @@
-"""Light inference traffic to the servers that stand in for the pods, split like the Service
-splits it: the canary gets ``weight`` percent of the requests (the rollout's current weight)."""
+"""Light inference traffic through the ModelDeployment's Service, as clients send it: the
+Service (kube-proxy) picks a pod for each connection, so the canary's share follows its share
+of the pods. Each answer names the model version that served it."""
 
 from __future__ import annotations
 
@@ -22,21 +23,25 @@ class Traffic:
     def __init__(
         self,
         model: str,
-        urls: dict[str, str],
+        url: str,
         rows_by_class: Sequence[Sequence[Sequence[float]]],
         *,
         period: float = 0.05,
     ) -> None:
         self.model = model
-        self.urls = urls
+        self.url = urlsplit(url)
         self.rows_by_class = rows_by_class
         self.period = period
         self.weight = 0
-        """Percentage of requests sent to the canary track (read at each request)."""
-        self.answers: Counter[tuple[str, int]] = Counter()
-        """(track, HTTP status) -> requests; status 0 is a connection error."""
+        """The canary weight the rollout had set when a request was sent (see ``mark``)."""
+        self.answers: Counter[tuple[int, str, int]] = Counter()
+        """(weight, model version, HTTP status) -> requests; status 0 is a connection error."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
+
+    def mark(self, weight: int) -> None:
+        """Count the requests from now on under ``weight``."""
+        self.weight = weight
 
     def body(self, index: int) -> bytes:
         rows: list[Sequence[float]] = []
@@ -55,46 +60,37 @@ class Traffic:
         }
         return json.dumps(request).encode()
 
-    def _send(
-        self, connections: dict[str, http.client.HTTPConnection], track: str, body: bytes
-    ) -> int:
-        url = urlsplit(self.urls[track])
-        connection = connections.get(track)
-        if connection is None:
-            connection = connections[track] = http.client.HTTPConnection(
-                url.hostname or "127.0.0.1", url.port, timeout=10
-            )
+    def _send(self, body: bytes) -> tuple[str, int]:
+        """(model version, status) of one request on a connection of its own: the Service
+        balances connections, not requests."""
+        connection = http.client.HTTPConnection(
+            self.url.hostname or "127.0.0.1", self.url.port, timeout=10
+        )
         try:
             connection.request(
                 "POST",
                 f"/v2/models/{self.model}/infer",
                 body,
-                {"Content-Type": "application/json"},
+                {"Content-Type": "application/json", "Connection": "close"},
             )
             response = connection.getresponse()
-            response.read()
-            return int(response.status)
-        except (OSError, http.client.HTTPException):
+            payload = response.read()
+            version = ""
+            if response.status == 200:
+                version = str(json.loads(payload).get("model_version") or "")
+            return version, int(response.status)
+        except (OSError, http.client.HTTPException, ValueError):
+            return "", 0
+        finally:
             connection.close()
-            connections.pop(track, None)
-            return 0
 
     def _run(self) -> None:
-        connections: dict[str, http.client.HTTPConnection] = {}
-        credit = 0.0
-        sent: Counter[str] = Counter()
+        sent = 0
         while not self._stop.wait(self.period):
-            # Deterministic split: weight 25 sends every fourth request to the canary.
-            credit += self.weight / 100
-            track = "stable"
-            if credit >= 1 - 1e-9 and "canary" in self.urls:
-                track, credit = "canary", credit - 1
-            # Each track walks through every row of the data set in its own order.
-            body = self.body(sent[track])
-            sent[track] += 1
-            self.answers[(track, self._send(connections, track, body))] += 1
-        for connection in connections.values():
-            connection.close()
+            weight = self.weight
+            version, status = self._send(self.body(sent))
+            sent += 1
+            self.answers[(weight, version, status)] += 1
 
     def start(self) -> Traffic:
         self._thread.start()
@@ -105,10 +101,22 @@ class Traffic:
         if self._thread.is_alive():
             self._thread.join(15)
 
-    def summary(self) -> str:
-        parts = []
-        for track in self.urls:
-            total = sum(n for (t, _), n in self.answers.items() if t == track)
-            ok = sum(n for (t, code), n in self.answers.items() if t == track and code == 200)
-            parts.append(f"{track} answered {total} request(s), {ok} with 200")
+    def summary(self, canary_version: str) -> str:
+        """Requests answered, and at each weight the share the canary's version answered."""
+        total = sum(self.answers.values())
+        ok = sum(n for (_, _, code), n in self.answers.items() if code == 200)
+        parts = [f"{ok} of {total} requests answered 200"]
+        for weight in sorted({w for w, _, _ in self.answers}):
+            if weight == 0:
+                continue
+            at = sum(n for (w, _, code), n in self.answers.items() if w == weight and code == 200)
+            canary = sum(
+                n
+                for (w, version, code), n in self.answers.items()
+                if w == weight and code == 200 and version == canary_version
+            )
+            if at:
+                parts.append(
+                    f"weight {weight}%: the canary answered {canary / at:.0%} of {at} requests"
+                )
         return "; ".join(parts)
