@@ -195,7 +195,7 @@ build_bases() {
   if ensure_loaded "$BASE_REF" "$base_archive" && ensure_loaded "$BUILD_BASE_REF" "$build_archive"; then
     log "python bases ($tag): cached"
   else
-    local logfile="$logs/python-$tag.log" work="$images_dir/work/python-$tag"
+    local logfile="$logs/python-$tag.log" work="$images_dir/staging/python-$tag"
     : > "$logfile"
     log "python bases ($tag): mmdebstrap $SUITE minbase + python3 from ${sources:-deb.debian.org} (1-2 min)"
     start=$SECONDS
@@ -290,7 +290,7 @@ build_image() {
 pause_context() {
   local src="$here/pause/pause.c" dir sum
   sum=$(cat "$src" "$here/pause/Dockerfile" | sha256sum | cut -c1-12)
-  dir="$images_dir/work/pause-$sum"
+  dir="$images_dir/staging/pause-$sum"
   if [ ! -x "$dir/pause" ]; then
     mkdir -p "$dir"
     gcc -static -Os -s -Wall -Wextra -Werror -o "$dir/pause.tmp" "$src" >&2
