@@ -7,12 +7,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup control-plane cluster cluster-down test lint unit integration crds bench bench-quick bench-quality bench-operator demo clean
+.PHONY: help setup images control-plane cluster cluster-down test lint unit integration crds bench bench-quick bench-quality bench-operator demo clean
 
 help:
 	@echo "make demo          the main job, end to end: chart, operator, a model served, a canary promoted"
 	@echo "make test          lint and every test (unit and integration, against a real control plane)"
 	@echo "make setup         .venv with modeldeploy installed editable, all extras"
+	@echo "make images        build the server, operator and pause images (podman; cached, no registry)"
 	@echo "make cluster       start the local control plane (.cluster/kubeconfig, .cluster/bin/)"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make crds          regenerate the CRD from the pydantic models"
@@ -26,6 +27,11 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml hack/setup.sh
 	bash hack/setup.sh $(PYTHON) $(VENV)
 	@touch $@
+
+# Prints the index lines (SERVER_IMAGE=..., SERVER_ARCHIVE=...); the index file is at
+# `hack/build-images.sh --print-index`.
+images: setup
+	bash hack/build-images.sh
 
 control-plane:
 	bash hack/build-control-plane.sh >/dev/null

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the virtualenv and installs modeldeploy editable with every extra, plus the Debian
-# packages the tests use (installed only when missing).
+# packages the tests and `make images` use (installed only when missing).
 set -euo pipefail
 python="${1:-python3}"
 venv="${2:-.venv}"
@@ -9,6 +9,12 @@ log() { printf '[setup] %s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 debs=()
 command -v prometheus >/dev/null || debs+=(prometheus)
 command -v wrk >/dev/null || debs+=(wrk)
+# make images (hack/build-images.sh): podman with runc, Debian bases by mmdebstrap, the static pause
+command -v podman >/dev/null || debs+=(podman)
+command -v runc >/dev/null || debs+=(runc)
+command -v mmdebstrap >/dev/null || debs+=(mmdebstrap)
+command -v gcc >/dev/null || debs+=(gcc)
+{ command -v gcc >/dev/null && [ "$(gcc -print-file-name=libc.a)" != libc.a ]; } || debs+=(libc6-dev)
 if [ ${#debs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing Debian packages: ${debs[*]}"

@@ -1,9 +1,9 @@
 """What the serving image promises, checked without a container engine.
 
-The image cannot be built here, so this runs the same program the way the image does: as
-uid 10001, with a read-only root filesystem and a writable tmpfs on /tmp (a private mount
-namespace, root only), fetching the model into /tmp then serving it. The Dockerfile
-itself is checked with hadolint and for the contract's lines.
+This runs the same program the way the image does, from the checkout: as uid 10001, with a
+read-only root filesystem and a writable tmpfs on /tmp (a private mount namespace, root
+only), fetching the model into /tmp then serving it. The Dockerfile itself is checked with
+hadolint and for the contract's lines. tests/integration/images runs the built image.
 """
 
 from __future__ import annotations
