@@ -7,14 +7,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup images control-plane cluster cluster-down test lint unit integration crds bench bench-quick bench-quality bench-operator demo clean
+.PHONY: help setup images control-plane cluster cluster-down test lint unit integration crds bench bench-quick bench-quality bench-operator bench-node demo clean
 
 help:
 	@echo "make demo          the main job, end to end: chart, operator, a model served, a canary promoted"
 	@echo "make test          lint and every test (unit and integration, against a real control plane)"
 	@echo "make setup         .venv with modeldeploy installed editable, all extras"
 	@echo "make images        build the server, operator and pause images (podman; cached, no registry)"
-	@echo "make cluster       start the local control plane (.cluster/kubeconfig, .cluster/bin/)"
+	@echo "make cluster       start the local cluster with its real node (.cluster/kubeconfig, .cluster/bin/)"
 	@echo "make cluster-down  stop it and remove its state"
 	@echo "make crds          regenerate the CRD from the pydantic models"
 	@echo "make bench         the side-by-side serving benchmark (benchmarks/RESULTS.md, ~30 min)"
@@ -30,14 +30,14 @@ $(STAMP): pyproject.toml hack/setup.sh
 
 # Prints the index lines (SERVER_IMAGE=..., SERVER_ARCHIVE=...); the index file is at
 # `hack/build-images.sh --print-index`.
-images: setup
+images: setup control-plane
 	bash hack/build-images.sh
 
 control-plane:
 	bash hack/build-control-plane.sh >/dev/null
 	bash hack/fetch-gateway-api.sh >/dev/null
 
-cluster: setup control-plane
+cluster: setup control-plane images
 	$(PY) -m modeldeploy.devcluster up
 
 cluster-down: setup
@@ -52,10 +52,10 @@ lint: setup
 unit: setup
 	$(VENV)/bin/pytest tests/unit
 
-integration: setup control-plane
+integration: setup control-plane images
 	$(VENV)/bin/pytest -m integration tests
 
-test: setup control-plane
+test: setup control-plane images
 	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest tests
 
@@ -74,8 +74,13 @@ bench-quality: setup
 bench-operator: setup control-plane
 	$(PY) benchmarks/operator_scale.py --count 500 --rest-seconds 60
 
+# Needs a running `make cluster` (its real node): apply -> first prediction, model change ->
+# first canary pod Ready.
+bench-node: setup
+	PYTHONPATH=. $(PY) benchmarks/node_timings.py --rounds 3
+
 # Reuses a running `make cluster`, else starts a private control plane and stops it at the end.
-demo: setup control-plane
+demo: setup control-plane images
 	$(PY) -m modeldeploy.demo
 
 clean: cluster-down

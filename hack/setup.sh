@@ -15,6 +15,13 @@ command -v runc >/dev/null || debs+=(runc)
 command -v mmdebstrap >/dev/null || debs+=(mmdebstrap)
 command -v gcc >/dev/null || debs+=(gcc)
 { command -v gcc >/dev/null && [ "$(gcc -print-file-name=libc.a)" != libc.a ]; } || debs+=(libc6-dev)
+# the local cluster's real node: containerd (with ctr), runc, the CNI plugins, iptables and
+# conntrack for kube-proxy, iproute2 for the bridge and routes
+command -v containerd >/dev/null || debs+=(containerd)
+[ -x /usr/lib/cni/bridge ] || debs+=(containernetworking-plugins)
+command -v iptables >/dev/null || debs+=(iptables)
+command -v conntrack >/dev/null || debs+=(conntrack)
+command -v ip >/dev/null || debs+=(iproute2)
 if [ ${#debs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     log "installing Debian packages: ${debs[*]}"

@@ -34,9 +34,9 @@ def _index_path(project: Path) -> Path:
     return Path(out.stdout.strip())
 
 
-def _read_index(path: Path) -> dict[str, str]:
+def _parse_index(text: str) -> dict[str, str]:
     values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         if "=" in line and not line.startswith("#"):
             key, value = line.split("=", 1)
             values[key.strip()] = value.strip()
@@ -44,18 +44,24 @@ def _read_index(path: Path) -> dict[str, str]:
 
 
 def built_images(project: Path, *, build: bool = True) -> Images:
-    """The images of this checkout, building what is missing or stale when ``build``."""
+    """The images of this checkout, building what is missing or stale when ``build``.
+
+    The build prints this tree's index lines; the index file shows the last build of any
+    checkout sharing the cache, so it is read only when nothing is built."""
     if build:
         # The script skips every image whose inputs are unchanged; its progress goes to stderr.
-        subprocess.run(
+        printed = subprocess.run(
             ["bash", str(project / "hack" / "build-images.sh")],
             check=True,
-            stdout=subprocess.DEVNULL,
-        )
-    path = _index_path(project)
-    if not path.is_file():
-        raise ControlPlaneError(f"no image index at {path}: run `make images`")
-    index = _read_index(path)
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
+        index = _parse_index(printed)
+    else:
+        path = _index_path(project)
+        if not path.is_file():
+            raise ControlPlaneError(f"no image index at {path}: run `make images`")
+        index = _parse_index(path.read_text())
     missing = [k for k in NODE_IMAGES if f"{k}_IMAGE" not in index]
     if missing:
         raise ControlPlaneError(f"images not built: {', '.join(missing)} (run `make images`)")
