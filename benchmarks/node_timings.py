@@ -26,7 +26,8 @@ from tests.support import onnx_models
 from tests.support.operator_process import OperatorProcess, wait_for
 
 NAME = "timed"
-BODY = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+ROW = [5.1, 3.5, 1.4, 0.2]
+BODY = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": ROW}]}
 
 
 def log(message: str) -> None:
@@ -63,7 +64,9 @@ def one_round(cluster: LocalCluster, store: ObjectStore, models: dict[str, Path]
     namespace = cluster.create_namespace(f"bench-node-{uuid.uuid4().hex[:6]}")
     workdir = Path(tempfile.mkdtemp(prefix="bench-node-"))
     kubeconfig = cluster.user_kubeconfig("modeldeploy-operator", ["system:masters"])
-    args = ["--namespace", namespace, "--standalone", "--server-image", cluster.images.ref("SERVER")]  # type: ignore[union-attr]
+    assert cluster.images is not None
+    server_image = cluster.images.ref("SERVER")
+    args = ["--namespace", namespace, "--standalone", "--server-image", server_image]
     operator = OperatorProcess(kubeconfig, args, workdir / "operator.log")
     operator.start()
     try:
