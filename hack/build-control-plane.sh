@@ -6,6 +6,7 @@
 #   helm       helm.sh/helm/v3, told the Kubernetes version it will talk to.
 #   metrics-server  serves metrics.k8s.io from the kubelet's and KWOK's emulated usage.
 #   coredns    cluster DNS for the real node (hack/coredns: the plugins it needs only).
+#   prometheus with Kubernetes service discovery, which Debian's build leaves out.
 # Prints the directory that holds them. Skips whatever is already cached.
 set -euo pipefail
 
@@ -148,6 +149,34 @@ build_coredns() {
   log "coredns: built in $((SECONDS - start)) s"
 }
 
+# Prometheus with Kubernetes service discovery (Debian's package is built without it), and
+# no other discovery mechanism: its build tags leave out every cloud SDK. Its go.mod has a
+# replace directive, so `go install` refuses it: a wrapper module repeats the directive.
+build_prometheus() {
+  local dir="$cache/prometheus-${PROMETHEUS_VERSION}"
+  local target="$dir/prometheus"
+  if [ -x "$target" ]; then log "prometheus $PROMETHEUS_VERSION: cached"; return; fi
+  log "prometheus $PROMETHEUS_VERSION: building (Kubernetes discovery only)"
+  local start=$SECONDS mod="$srcdir/prometheus-${PROMETHEUS_VERSION}" upstream
+  mkdir -p "$mod" "$dir"
+  go mod download -json "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" >/dev/null
+  upstream="$(go env GOMODCACHE)/cache/download/github.com/prometheus/prometheus/@v/${PROMETHEUS_VERSION}.mod"
+  {
+    echo "module modeldeploy.local/prometheus"
+    echo
+    grep -E '^go [0-9]' "$upstream"
+    echo
+    echo "require github.com/prometheus/prometheus $PROMETHEUS_VERSION"
+    grep -E '^replace ' "$upstream" || true
+  } > "$mod/go.mod"
+  printf 'package main\n\nimport _ "github.com/prometheus/prometheus/cmd/prometheus"\n' > "$mod/tools.go"
+  (cd "$mod" && go mod tidy)
+  (cd "$mod" && go build -v -tags remove_all_sd,enable_kubernetes_sd -ldflags "-s -w" \
+    -o "$target.tmp" github.com/prometheus/prometheus/cmd/prometheus 2>&1) | progress_count "prometheus"
+  mv "$target.tmp" "$target"
+  log "prometheus: built in $((SECONDS - start)) s"
+}
+
 link_names() {
   local name
   for name in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd; do
@@ -167,7 +196,9 @@ build_kwok
 build_helm
 build_metrics_server
 build_coredns
+build_prometheus
 link_names
+ln -sfn "$cache/prometheus-${PROMETHEUS_VERSION}/prometheus" "$bindir/prometheus"
 ln -sfn "$cache/coredns-${COREDNS_VERSION}-$(sha256sum "$here/coredns/main.go" | cut -c1-8)/coredns" "$bindir/coredns"
 log "control plane ready in $bindir ($((SECONDS - total)) s)"
 echo "$bindir"

@@ -4,7 +4,6 @@ in their own process group, and stopped by their id whatever happens."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -120,15 +119,23 @@ def http_status(url: str, timeout: float = 2) -> int | None:
 
 
 class Prometheus:
-    """The real ``prometheus`` binary (Debian package) discovering the serving pods through
-    the Kubernetes API (``kubernetes_sd_configs``, role pod) and scraping them every second.
+    """A real Prometheus (built by ``make control-plane`` with Kubernetes discovery, which
+    Debian's package lacks) discovering the serving pods through the Kubernetes API
+    (``kubernetes_sd_configs``, role pod) and scraping them every second.
 
     It listens on ``host`` (the real node's bridge address), so that the operator's pod reaches
     it through a Service, as a canary analysis reaches Prometheus on any cluster."""
 
     def __init__(
-        self, workdir: Path, children: Children, kubeconfig: Path, namespace: str, host: str
+        self,
+        binary: Path,
+        workdir: Path,
+        children: Children,
+        kubeconfig: Path,
+        namespace: str,
+        host: str,
     ) -> None:
+        self.binary = binary
         self.workdir = workdir
         self.children = children
         self.kubeconfig = kubeconfig
@@ -140,18 +147,14 @@ class Prometheus:
         self.child: Child | None = None
 
     def start(self) -> None:
-        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-        if not Path(binary).exists():
-            raise DemoError(
-                "prometheus not found: install the Debian package prometheus (`make setup` "
-                "does, when run as root: apt-get install prometheus)"
-            )
+        if not self.binary.exists():
+            raise DemoError(f"prometheus not found at {self.binary}: run `make control-plane`")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(json.dumps(scrape_config(self.kubeconfig, self.namespace)))
         self.child = self.children.start(
             "prometheus",
             [
-                binary,
+                str(self.binary),
                 f"--config.file={self.config}",
                 f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address={self.host}:{self.port}",

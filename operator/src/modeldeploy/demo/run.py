@@ -183,9 +183,14 @@ class Demo:
     # Step 4: the ModelDeployment ---------------------------------------------------------
     def _start_prometheus(self) -> None:
         cluster = self.session.cluster
-        assert cluster is not None
+        assert cluster is not None and cluster.bin_dir is not None
         self.prometheus = Prometheus(
-            self.workdir / "prometheus", self.children, cluster.kubeconfig, self.namespace, GATEWAY
+            cluster.bin_dir / "prometheus",
+            self.workdir / "prometheus",
+            self.children,
+            cluster.kubeconfig,
+            self.namespace,
+            GATEWAY,
         )
         self.prometheus.start()
         # A Service in front of it, so the operator's pod reaches it by name.
@@ -193,7 +198,7 @@ class Demo:
             "apply", "-f", "-", input=json.dumps(prometheus_service(self.prometheus.port))
         )
         self.console.info(
-            f"Prometheus (the Debian package) discovers the serving pods through the Kubernetes "
+            f"Prometheus discovers the serving pods through the Kubernetes "
             f"API and scrapes them; the operator reads it at {self._prometheus_address()}"
         )
 

@@ -10,11 +10,15 @@ BINARIES = (
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
     "kubectl",
     "etcd",
     "kwok",
     "helm",
     "metrics-server",
+    "coredns",
+    "prometheus",
 )
 
 
