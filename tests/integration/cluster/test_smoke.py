@@ -1,4 +1,4 @@
-"""The local control plane is a real Kubernetes: workloads run, GC works, RBAC is enforced."""
+"""The local cluster is a real Kubernetes: workloads run, GC works, RBAC is enforced."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ def test_nodes_are_ready_and_api_is_healthy(cluster) -> None:  # type: ignore[no
         for n in nodes
         if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
     ]
-    assert len(ready) >= 2
-    assert all(n["status"]["allocatable"]["cpu"] == "8" for n in nodes)
+    assert len(ready) == 3, ready  # two KWOK nodes and the real node
+    kwok = [n for n in nodes if n["metadata"]["labels"].get("type") == "kwok"]
+    assert len(kwok) == 2 and all(n["status"]["allocatable"]["cpu"] == "8" for n in kwok)
+    [real] = [n for n in nodes if n["metadata"]["labels"].get("type") == "real"]
+    assert real["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)
     assert version["serverVersion"]["gitVersion"].startswith("v1.")
     assert version["serverVersion"]["gitVersion"] != "v0.0.0-master"

@@ -50,7 +50,9 @@ def _recorded(root: Path) -> LocalCluster | None:
         state = json.loads((root / "state.json").read_text())
     except (OSError, ValueError):
         return None
-    return LocalCluster(root=root, ports=state["ports"], pids=state["pids"])
+    return LocalCluster(
+        root=root, ports=state["ports"], pids=state["pids"], node=state.get("node", True)
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from modeldeploy.devcluster.addons import cluster_dns, object_store
 from modeldeploy.devcluster.binaries import ControlPlaneError, binary_dir, project_root
 from modeldeploy.devcluster.components import ComponentArgs
 from modeldeploy.devcluster.images import Images, built_images, load_images
-from modeldeploy.devcluster.network import NODE_NAME, HostNetwork
+from modeldeploy.devcluster.network import GATEWAY, NODE_NAME, HostNetwork, node_running
 from modeldeploy.devcluster.node import NodeArgs, remove_node_state
 from modeldeploy.devcluster.objects import (
     KWOK_NAMESPACE_ANNOTATIONS,
@@ -69,6 +69,9 @@ class LocalCluster(ComponentArgs, NodeArgs):
     pids: dict[str, int] = field(default_factory=dict)
     bin_dir: Path | None = None
     images: Images | None = None
+    node: bool = True
+    """Start the real node (and the host network it needs); without it, the control plane
+    and the KWOK nodes only."""
 
     # Paths -----------------------------------------------------------------------------
     @property
@@ -108,7 +111,9 @@ class LocalCluster(ComponentArgs, NodeArgs):
             state = json.loads((root / "state.json").read_text())
         except (OSError, ValueError):
             return None
-        cluster = cls(root=root, ports=state["ports"], pids=state["pids"])
+        cluster = cls(
+            root=root, ports=state["ports"], pids=state["pids"], node=state.get("node", True)
+        )
         cluster.bin_dir = Path(state["bin_dir"])
         if state.get("images"):
             cluster.images = Images(
@@ -140,11 +145,21 @@ class LocalCluster(ComponentArgs, NodeArgs):
         """Start every component, wait until it is ready, create the fake nodes and bring
         up the real node with its cluster DNS and object store."""
         project = project_root()
+        if self.node and node_running():
+            raise ControlPlaneError(
+                f"another local cluster's real node is running on this machine (a kubelet "
+                f"answers on {GATEWAY}:10250): use it (tests and the demo reuse a running "
+                "`make cluster`), or stop it with `make cluster-down` in its checkout"
+            )
         self.bin_dir = binary_dir(project)
-        progress("images: building what changed (make images)")
-        self.images = built_images(project)
-        if self.root.exists():
+        if self.node:
+            progress("images: building what changed (make images)")
+            self.images = built_images(project)
+        # What a cluster that was killed rather than stopped left on the machine: containers,
+        # cgroups, network namespaces, IP leases (no node runs now, so none of it is in use).
+        if self.node:
             remove_node_state(self.root / "node")
+        if self.root.exists():
             shutil.rmtree(self.root)
         for sub in ("logs", "bin", "etcd", "config"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
@@ -156,8 +171,9 @@ class LocalCluster(ComponentArgs, NodeArgs):
             self.ports.setdefault(name, free_port())
         self._write_kubeconfigs()
         try:
-            progress("host network: bridge, routes that keep cluster addresses here, guard")
-            self.network.up()
+            if self.node:
+                progress("host network: bridge, routes that keep cluster addresses here, guard")
+                self.network.up()
             progress("starting etcd")
             self._spawn("etcd", self._etcd_args())
             self._wait("etcd", self._etcd_healthy, 30)
@@ -186,7 +202,8 @@ class LocalCluster(ComponentArgs, NodeArgs):
                 60,
                 what="the default ServiceAccount",
             )
-            self._start_node(progress)
+            if self.node:
+                self._start_node(progress)
         except BaseException:
             self.stop(remove=False)
             raise
@@ -246,6 +263,7 @@ class LocalCluster(ComponentArgs, NodeArgs):
                     "pids": self.pids,
                     "bin_dir": str(self.bin_dir),
                     "images": images,
+                    "node": self.node,
                 },
                 indent=2,
             )
@@ -504,9 +522,10 @@ class LocalCluster(ComponentArgs, NodeArgs):
         for name in reversed(list(self.pids)):
             terminate(self.pids[name])
         self.pids.clear()
-        remove_node_state(self.node_dir)
-        if "kube-apiserver" in self.ports:
-            self.network.down()
+        if self.node:
+            remove_node_state(self.node_dir)
+            if "kube-apiserver" in self.ports:
+                self.network.down()
         if remove and self.root.exists():
             shutil.rmtree(self.root, ignore_errors=True)
         elif self.state_file.exists():

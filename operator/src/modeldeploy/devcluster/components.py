@@ -17,6 +17,7 @@ class ComponentArgs:
     root: Path
     ports: dict[str, int]
     bin_dir: Path | None
+    node: bool
 
     if TYPE_CHECKING:
 
@@ -45,12 +46,7 @@ class ComponentArgs:
         p = self.pki
         return [
             f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
-            # Every address, so that pods reach it on the bridge; the host network's guard
-            # lets only loopback and the bridge connect. Pods find it through the
-            # `kubernetes` Service, whose endpoint is the advertised bridge address.
-            "--bind-address=0.0.0.0",
-            f"--advertise-address={GATEWAY}",
-            "--endpoint-reconciler-type=lease",
+            *self._apiserver_address_args(),
             # logs, exec and port-forward reach the real kubelet on its node IP.
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={p.cert('apiserver-kubelet-client')}",
@@ -83,6 +79,22 @@ class ComponentArgs:
             f"--audit-log-path={self.audit_log}",
             "--audit-log-format=json",
             "--audit-log-mode=blocking",
+        ]
+
+    def _apiserver_address_args(self) -> list[str]:
+        if not self.node:
+            return [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+            ]
+        # Every address, so that pods reach it on the bridge; the host network's guard lets
+        # only loopback and the bridge connect. Pods find it through the `kubernetes`
+        # Service, whose endpoint is the advertised bridge address.
+        return [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={GATEWAY}",
+            "--endpoint-reconciler-type=lease",
         ]
 
     def _write_audit_policy(self) -> Path:

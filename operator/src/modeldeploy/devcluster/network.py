@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import socket
 import subprocess
 from dataclasses import dataclass
 
@@ -72,6 +73,14 @@ def check_ranges() -> None:
                     f"the cluster range {cidr} overlaps {network} on this machine: "
                     "pods and Services must use addresses that exist nowhere else"
                 )
+
+
+def node_running(port: int = 10250) -> bool:
+    """Whether a kubelet already answers on the node's address: the addresses are fixed, so
+    one machine holds one local cluster's real node at a time."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((GATEWAY, port)) == 0
 
 
 @dataclass(frozen=True)
