@@ -150,6 +150,20 @@ def test_batching_and_runtime_image_reach_the_server() -> None:
     assert container(d)["image"] == "my/server:1"
 
 
+@pytest.mark.parametrize(
+    ("shutdown", "drain", "timeout", "grace"),
+    [(None, 5, 20, 30), ({"drainSeconds": 0, "timeoutSeconds": 60}, 0, 60, 65)],
+)
+def test_pods_drain_before_they_stop_within_a_grace_period_that_covers_it(
+    shutdown: dict[str, int] | None, drain: int, timeout: int, grace: int
+) -> None:
+    runtime = {"shutdown": shutdown} if shutdown else {}
+    d = build_deployment(md(runtime=runtime))
+    args = container(d)["args"]
+    assert f"--drain-delay={drain}" in args and f"--graceful-timeout={timeout}" in args
+    assert d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == grace
+
+
 def test_service_selects_all_tracks_or_one() -> None:
     svc = build_service(md(service={"port": 9000, "type": "NodePort"}))
     assert svc["spec"]["selector"] == {"serving.modeldeploy.io/deployment": "iris"}

@@ -161,6 +161,25 @@ class Batching(ApiModel):
     )
 
 
+class Shutdown(ApiModel):
+    """How a serving pod leaves: it keeps serving while the Service and routes forget it, then
+    finishes the requests it holds. The pod's grace period is the sum plus 5 seconds."""
+
+    drain_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=300,
+        description="Seconds a pod keeps accepting requests after it is told to stop, while it "
+        "reports not ready and the endpoints that send it traffic are updated.",
+    )
+    timeout_seconds: int = Field(
+        default=20,
+        ge=1,
+        le=3600,
+        description="Seconds the requests in flight then get to finish before the server exits.",
+    )
+
+
 class EnvVar(ApiModel, extra="allow"):
     """An environment variable of the serving container."""
 
@@ -209,6 +228,11 @@ class Runtime(ApiModel):
         default=None,
         description="Extra environment variables of the serving container (name with value "
         "or valueFrom).",
+    )
+    shutdown: Shutdown | None = Field(
+        default=None,
+        description="Draining on the way out, so that no client request fails when pods are "
+        "replaced or removed. Defaults: drain 5 s, then 20 s for requests in flight.",
     )
 
 

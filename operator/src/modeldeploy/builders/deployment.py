@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from modeldeploy.api import ModelDeployment, parse_quantity
+from modeldeploy.api.workload import Shutdown
 from modeldeploy.builders.names import (
     STABLE,
     Track,
@@ -24,6 +25,8 @@ PROFILE_FILE = "model.profile.json"
 PVC_ROOT = "/mnt/pvc"
 RUN_AS = 10001
 DEFAULT_REQUESTS = {"cpu": "500m", "memory": "512Mi"}
+GRACE_MARGIN = 5
+"""Seconds of the grace period beyond drain and in-flight timeout (process exit, logs)."""
 
 _CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
@@ -105,14 +108,30 @@ def _env(md: ModelDeployment, track: Track) -> list[dict[str, Any]]:
     return env
 
 
+def shutdown_of(md: ModelDeployment) -> Shutdown:
+    """The pod's drain and in-flight timeout (the API's defaults when the spec has none)."""
+    runtime = md.spec.runtime
+    return (runtime.shutdown if runtime else None) or Shutdown()
+
+
+def grace_period(md: ModelDeployment) -> int:
+    """terminationGracePeriodSeconds: longer than the drain plus the in-flight timeout, so
+    that the kubelet's SIGKILL never cuts a request the server is still finishing."""
+    shutdown = shutdown_of(md)
+    return shutdown.drain_seconds + shutdown.timeout_seconds + GRACE_MARGIN
+
+
 def _server_args(md: ModelDeployment, settings: OperatorSettings) -> list[str]:
     model = md.spec.model
+    shutdown = shutdown_of(md)
     args = [
         "serve",
         f"--model-name={md.served_model_name}",
         f"--model-uri=file://{MODEL_DIR}/{MODEL_FILE}",
         f"--http-port={settings.server_http_port}",
         f"--metrics-port={settings.server_metrics_port}",
+        f"--drain-delay={shutdown.drain_seconds}",
+        f"--graceful-timeout={shutdown.timeout_seconds}",
     ]
     workers, threads = server_concurrency(md)
     args += [f"--workers={workers}", f"--threads={threads}"]
@@ -230,7 +249,7 @@ def _pod_spec(md: ModelDeployment, track: Track, settings: OperatorSettings) -> 
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": _POD_SECURITY,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": grace_period(md),
         "initContainers": [_fetch_container(md, image, pull)],
         "containers": [_server_container(md, track, image, pull, settings)],
         "volumes": volumes,
