@@ -36,6 +36,8 @@ class Traffic:
         """The canary weight the rollout had set when a request was sent (see ``mark``)."""
         self.answers: Counter[tuple[int, str, int]] = Counter()
         """(weight, model version, HTTP status) -> requests; status 0 is a connection error."""
+        self.errors: Counter[str] = Counter()
+        """Connection errors by exception type (refused, reset, timeout)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-traffic", daemon=True)
 
@@ -79,7 +81,8 @@ class Traffic:
             if response.status == 200:
                 version = str(json.loads(payload).get("model_version") or "")
             return version, int(response.status)
-        except (OSError, http.client.HTTPException, ValueError):
+        except (OSError, http.client.HTTPException, ValueError) as error:
+            self.errors[type(error).__name__] += 1
             return "", 0
         finally:
             connection.close()
@@ -106,6 +109,18 @@ class Traffic:
         total = sum(self.answers.values())
         ok = sum(n for (_, _, code), n in self.answers.items() if code == 200)
         parts = [f"{ok} of {total} requests answered 200"]
+        failed: Counter[int] = Counter()
+        for (_, _, code), n in self.answers.items():
+            if code != 200:
+                failed[code] += n
+        if failed:
+            said = ", ".join(
+                f"{n} {'connection error(s)' if code == 0 else f'HTTP {code}'}"
+                for code, n in sorted(failed.items())
+            )
+            if self.errors:
+                said += " (" + ", ".join(f"{n} {e}" for e, n in self.errors.most_common()) + ")"
+            parts.append(f"failed: {said}")
         for weight in sorted({w for w, _, _ in self.answers}):
             if weight == 0:
                 continue
