@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,24 @@ def real_node(cluster: Any) -> str:
 @pytest.fixture(scope="session")
 def store(cluster: Any, real_node: str) -> ObjectStore:
     return ObjectStore(cluster)
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A model in the object store, readable from the test's namespace."""
+
+    uri: str
+    sha256: str
+    secret: str
+
+
+@pytest.fixture
+def classifier_in_store(
+    store: ObjectStore, node_namespace: str, models: dict[str, Path]
+) -> StoredModel:
+    """The test classifier uploaded under the test's namespace, with the store's Secret."""
+    uri, digest = store.upload(models["classifier"], f"{node_namespace}/classifier.onnx")
+    return StoredModel(uri, digest, store.grant(node_namespace))
 
 
 @pytest.fixture

@@ -7,17 +7,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from modeldeploy.devcluster.network import NODE_NAME
-from modeldeploy.devcluster.store import ObjectStore
 from tests.integration.chart.conftest import CHART, Helm
-from tests.integration.node.test_serving import infer, pods_of, ready_md, serving_spec
-from tests.support.kubectl import apply_md
-from tests.support.operator_process import wait_for
+from tests.integration.node.conftest import StoredModel
+from tests.integration.node.test_serving import infer, pods_of, serve
 
 
 @pytest.fixture
@@ -47,8 +44,7 @@ def test_the_charts_operator_pod_serves_a_model_on_real_pods(
     cluster: Any,
     release: str,
     node_namespace: str,
-    store: ObjectStore,
-    models: dict[str, Path],
+    classifier_in_store: StoredModel,
 ) -> None:
     operator_pods = json.loads(cluster.kubectl("get", "pods", "-n", release, "-o", "json").stdout)[
         "items"
@@ -59,10 +55,7 @@ def test_the_charts_operator_pod_serves_a_model_on_real_pods(
     account = pod["spec"]["serviceAccountName"]
     assert account and account != "default"
 
-    uri, digest = store.upload(models["classifier"], f"{node_namespace}/classifier.onnx")
-    spec = serving_spec(uri, digest, store.grant(node_namespace))
-    apply_md(cluster, node_namespace, "iris", spec)
-    wait_for(lambda: ready_md(cluster, node_namespace), 240, "the ModelDeployment Ready")
+    serve(cluster, node_namespace, classifier_in_store)
     [serving] = pods_of(cluster, node_namespace)
     assert serving["spec"]["containers"][0]["image"] == cluster.images.ref("SERVER")
     answer = infer(cluster, node_namespace, [[5.1, 3.5, 1.4, 0.2]])

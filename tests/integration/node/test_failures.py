@@ -7,12 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from modeldeploy.devcluster.store import ObjectStore
-from tests.integration.node.test_serving import (
-    NAME,
-    pods_of,
-    ready_md,
-    serving_spec,
-)
+from tests.integration.node.conftest import StoredModel
+from tests.integration.node.test_serving import NAME, pods_of, ready_md, serve, serving_spec
 from tests.support import onnx_models
 from tests.support.kubectl import apply_md, condition, get
 from tests.support.operator_process import OperatorProcess, wait_for
@@ -28,12 +24,11 @@ def test_a_wrong_digest_fails_the_init_container_and_degrades_naming_it(
     cluster: Any,
     node_namespace: str,
     node_operator: OperatorProcess,
-    store: ObjectStore,
-    models: dict[str, Path],
+    classifier_in_store: StoredModel,
 ) -> None:
-    uri, digest = store.upload(models["classifier"], f"{node_namespace}/classifier.onnx")
-    wrong = ("0" if digest[0] != "0" else "1") + digest[1:]
-    apply_md(cluster, node_namespace, NAME, serving_spec(uri, wrong, store.grant(node_namespace)))
+    stored = classifier_in_store
+    wrong = ("0" if stored.sha256[0] != "0" else "1") + stored.sha256[1:]
+    apply_md(cluster, node_namespace, NAME, serving_spec(stored.uri, wrong, stored.secret))
     md = wait_for(lambda: degraded(cluster, node_namespace, "ModelFetchFailed"), 180, "Degraded")
     message = condition(md, "Degraded")["message"]
     assert "init container fetch-model failed" in message
@@ -47,12 +42,13 @@ def test_a_wrong_digest_fails_the_init_container_and_degrades_naming_it(
 
 
 def test_a_missing_object_degrades_with_the_stores_answer(
-    cluster: Any, node_namespace: str, node_operator: OperatorProcess, store: ObjectStore,
-    models: dict[str, Path],
-) -> None:  # fmt: skip
-    store.upload(models["classifier"], f"{node_namespace}/classifier.onnx")  # the bucket exists
-    uri = f"s3://models/{node_namespace}/absent.onnx"
-    spec = serving_spec(uri, "a" * 64, store.grant(node_namespace))
+    cluster: Any,
+    node_namespace: str,
+    node_operator: OperatorProcess,
+    classifier_in_store: StoredModel,
+) -> None:
+    uri = f"s3://models/{node_namespace}/absent.onnx"  # beside the classifier: the bucket exists
+    spec = serving_spec(uri, "a" * 64, classifier_in_store.secret)
     apply_md(cluster, node_namespace, NAME, spec)
     md = wait_for(lambda: degraded(cluster, node_namespace, "ModelFetchFailed"), 180, "Degraded")
     message = condition(md, "Degraded")["message"]
@@ -63,12 +59,9 @@ def test_a_deleted_pod_is_replaced_and_serves_again(
     cluster: Any,
     node_namespace: str,
     node_operator: OperatorProcess,
-    store: ObjectStore,
-    models: dict[str, Path],
+    classifier_in_store: StoredModel,
 ) -> None:
-    uri, digest = store.upload(models["classifier"], f"{node_namespace}/classifier.onnx")
-    apply_md(cluster, node_namespace, NAME, serving_spec(uri, digest, store.grant(node_namespace)))
-    wait_for(lambda: ready_md(cluster, node_namespace), 240, "the ModelDeployment Ready")
+    serve(cluster, node_namespace, classifier_in_store)
     [first] = pods_of(cluster, node_namespace)
     cluster.kubectl("delete", "pod", first["metadata"]["name"], "-n", node_namespace)
 

@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from modeldeploy.devcluster.network import NODE_NAME
-from modeldeploy.devcluster.store import ObjectStore
+from tests.integration.node.conftest import StoredModel
 from tests.support.kubectl import apply_md, condition, get
 from tests.support.operator_process import OperatorProcess, wait_for
 
 NAME = "iris"
 SMALL = {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"memory": "512Mi"}}
+
+
+def serve(cluster: Any, namespace: str, model: StoredModel) -> dict[str, Any]:
+    """Apply a one-replica ModelDeployment of ``model``; return it once Ready."""
+    apply_md(cluster, namespace, NAME, serving_spec(model.uri, model.sha256, model.secret))
+    md: dict[str, Any] = wait_for(
+        lambda: ready_md(cluster, namespace), 240, "the ModelDeployment Ready"
+    )
+    return md
 
 
 def serving_spec(uri: str, digest: str, secret: str, **extra: Any) -> dict[str, Any]:
@@ -60,13 +68,9 @@ def test_a_model_from_the_object_store_is_served_by_a_real_pod(
     cluster: Any,
     node_namespace: str,
     node_operator: OperatorProcess,
-    store: ObjectStore,
-    models: dict[str, Path],
+    classifier_in_store: StoredModel,
 ) -> None:
-    uri, digest = store.upload(models["classifier"], f"{node_namespace}/classifier.onnx")
-    secret = store.grant(node_namespace)
-    apply_md(cluster, node_namespace, NAME, serving_spec(uri, digest, secret))
-    md = wait_for(lambda: ready_md(cluster, node_namespace), 240, "the ModelDeployment Ready")
+    md = serve(cluster, node_namespace, classifier_in_store)
     assert md["status"]["readyReplicas"] == 1
 
     [pod] = pods_of(cluster, node_namespace)
@@ -85,20 +89,16 @@ def test_a_model_from_the_object_store_is_served_by_a_real_pod(
     served = cluster.kubectl("logs", name, "-n", node_namespace, "-c", "server").stdout
     assert "modeldeploy" in served.lower() and NAME in served
     fetched = cluster.kubectl("logs", name, "-n", node_namespace, "-c", "fetch-model").stdout
-    assert uri in fetched and digest in fetched
+    assert classifier_in_store.uri in fetched and classifier_in_store.sha256 in fetched
 
 
 def test_the_serving_container_runs_unprivileged_with_a_read_only_root(
     cluster: Any,
     node_namespace: str,
     node_operator: OperatorProcess,
-    store: ObjectStore,
-    models: dict[str, Path],
+    classifier_in_store: StoredModel,
 ) -> None:
-    uri, digest = store.upload(models["classifier"], f"{node_namespace}/classifier.onnx")
-    secret = store.grant(node_namespace)
-    apply_md(cluster, node_namespace, NAME, serving_spec(uri, digest, secret))
-    wait_for(lambda: ready_md(cluster, node_namespace), 240, "the ModelDeployment Ready")
+    serve(cluster, node_namespace, classifier_in_store)
     [pod] = pods_of(cluster, node_namespace)
     probe = (
         "import os, json\n"
