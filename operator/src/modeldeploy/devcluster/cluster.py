@@ -242,6 +242,16 @@ class LocalCluster(ComponentArgs, NodeArgs):
                 timeout=130,
             )
 
+    def refresh_images(self, progress: Callable[[str], None] = print) -> None:
+        """Build the images of this checkout that changed since the cluster started and load
+        them into the node, so that a reused cluster runs the code of the tree at hand."""
+        if not self.node:
+            return
+        progress("images: building what changed since the cluster started (make images)")
+        self.images = built_images(project_root())
+        load_images(self.images, self.containerd_socket)
+        self._save()
+
     def _real_node_ready(self) -> bool:
         node = self._json(f"/api/v1/nodes/{NODE_NAME}")
         return any(
@@ -541,6 +551,7 @@ def running_cluster(
     existing = LocalCluster.load(default_root)
     if existing is not None:
         progress(f"reusing the running cluster at {existing.server}")
+        existing.refresh_images(progress)
         yield existing
         return
     cluster = LocalCluster(root=fallback_root)
