@@ -26,7 +26,7 @@ def build_service(
     The main Service selects every track: it is what in-cluster clients (status.url) and the
     ServiceMonitor use. With Gateway API routing, traffic through the Gateway is split exactly
     by the HTTPRoute over the per-track Services. ``only`` keeps the main Service to one
-    track's pods: a canary that is to receive no traffic yet."""
+    track's pods: the rollout keeps it to the stable track unless the canary has traffic."""
     settings = settings or OperatorSettings()
     extra: dict[str, Any] = {}
     if md.spec.service.annotations:

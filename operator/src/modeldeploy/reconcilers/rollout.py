@@ -245,10 +245,11 @@ def _children(
         )
     else:
         absent.append(("apps/v1", "Deployment", deployment_name(md, CANARY)))
-    # No client reaches a canary before traffic is meant to move to it (and its contract is
-    # checked): until then the main Service selects the stable track only.
-    dark = decision.canary_target is not None and decision.weight == 0
-    service = build_service(md, settings=settings, only=STABLE if dark else None)
+    # The main Service selects the canary's pods only while traffic is meant to go to them:
+    # not before its contract is checked and its first weight set, and not while it is being
+    # removed (a rollback narrows the Service in the same pass that deletes the canary).
+    sharing = decision.canary_target is not None and decision.weight > 0
+    service = build_service(md, settings=settings, only=None if sharing else STABLE)
     extra: list[dict[str, Any]] = []
     route = build_route(md, decision.weight)
     if route is not None:
