@@ -170,10 +170,12 @@ def test_unreadable_metadata_holds_the_weight_and_retries_soon() -> None:
     assert entry["reason"] == "ProgressDeadlineExceeded" and "refused" in entry["message"]
 
 
-def test_unreadable_metadata_does_not_hold_a_declared_breaking_change() -> None:
-    md, status = started(compatibility="Breaking")
+def test_unreadable_metadata_holds_a_declared_breaking_change_only_until_the_deadline() -> None:
+    md, status = started(compatibility="Breaking", progressDeadline="60s")
     unreadable = ContractReading(error="cannot read the model metadata: timed out")
     status = tick(md, status, seen(1, canary_ready=1, contract=unreadable))
+    assert "contract" not in status["canary"] and status["canary"]["weight"] == 0
+    status = tick(md, status, seen(62, canary_ready=1, contract=unreadable))
     assert status["canary"]["contract"]["result"] == "Unchecked"
     assert status["canary"]["weight"] == 20
     assert ("Warning", "ContractUnchecked") in [e[:2] for e in decided(status).events]

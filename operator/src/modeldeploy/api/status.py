@@ -174,8 +174,8 @@ class ContractCheck(ApiModel):
     result: Literal["Compatible", "Incompatible", "Unchecked"] = Field(
         description="Compatible: the canary accepts what stable accepts and answers the same "
         "outputs and classes. Incompatible: it does not (rolled back unless "
-        "rollout.compatibility is Breaking). Unchecked: the metadata could not be read and "
-        "compatibility is Breaking."
+        "rollout.compatibility is Breaking). Unchecked: the metadata could not be read within "
+        "the progress deadline and compatibility is Breaking."
     )
     differences: (
         Annotated[list[Annotated[str, StringConstraints(max_length=512)]], Field(max_length=32)]

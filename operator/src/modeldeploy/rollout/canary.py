@@ -40,12 +40,13 @@ def no_traffic(results: list[dict[str, Any]] | None) -> bool:
 
 
 def _contract_record(
-    compatibility: str, reading: ContractReading, now: str
+    compatibility: str, reading: ContractReading, now: str, overdue: bool
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """(``status.canary.contract``, differences) from this tick's reading; no record while
-    the reading is incomplete and the contract is enforced."""
+    the reading is incomplete, unless a declared breaking change has waited for it until the
+    progress deadline (then it goes on, Unchecked)."""
     if reading.stable is None or reading.canary is None:
-        if compatibility != "Breaking":
+        if compatibility != "Breaking" or not overdue:
             return None, []
         message = reading.error or "the model metadata could not be read"
         return {"result": "Unchecked", "message": message[:1024], "time": now}, []
@@ -174,7 +175,9 @@ class _Tick:
         if "contract" in self.canary or reading is None:
             return None
         compatibility = self.rollout.compatibility
-        found_record, found = _contract_record(compatibility, reading, iso(self.obs.now))
+        found_record, found = _contract_record(
+            compatibility, reading, iso(self.obs.now), self.overdue()
+        )
         if found_record is None:
             return None
         self.canary["contract"] = found_record
@@ -182,8 +185,8 @@ class _Tick:
         if found_record["result"] == "Unchecked":
             self.decision.events.append(
                 ("Warning", "ContractUnchecked",
-                 f"{described}: {found_record['message']}; traffic moves all the same, as "
-                 "rollout.compatibility is Breaking")
+                 f"{described}: {found_record['message']}; traffic moves all the same after "
+                 f"{self.rollout.progress_deadline}, as rollout.compatibility is Breaking")
             )  # fmt: skip
         elif found and compatibility == "Breaking":
             self.decision.events.append(
