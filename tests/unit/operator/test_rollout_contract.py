@@ -3,12 +3,13 @@ decisions on it (checked once the canary's pods are ready, before any traffic mo
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from modeldeploy.builders import STABLE, build_service
-from modeldeploy.reconcilers.rollout import TARGET_ANNOTATION, read_contract
+from modeldeploy.reconcilers.rollout import TARGET_ANNOTATION, plan_rollout, read_contract
 from modeldeploy.rollout import Target
 from modeldeploy.rollout.contract import (
     ContractError,
@@ -17,9 +18,11 @@ from modeldeploy.rollout.contract import (
     TensorContract,
     differences,
 )
+from modeldeploy.settings import OperatorSettings
 from tests.unit.operator.test_rollout_plan import (
     IRIS,
     OLD,
+    T0,
     decided,
     mdep,
     passed_run,
@@ -331,3 +334,41 @@ def test_the_reconciler_reads_nothing_once_checked_or_while_the_canary_rolls() -
     checked = {**status, "canary": {**status["canary"], "contract": {"result": "Compatible"}}}
     assert read_contract(md, kube, checked, canary_deployment(md), source) is None  # type: ignore[arg-type]
     assert source.read_from == []
+
+
+class Cluster(Pods):
+    """Pods, and Deployments by name (the canary's as given)."""
+
+    def __init__(self, canary: dict[str, Any] | None, pods: list[dict[str, Any]]) -> None:
+        super().__init__(pods)
+        self.canary = canary
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
+        return self.canary if name.endswith("-canary") else None
+
+
+@pytest.mark.parametrize(
+    ("weight", "tracks"),
+    [(None, "stable only"), (0, "stable only"), (20, "every track")],
+    ids=["no-rollout", "canary-without-traffic", "canary-with-traffic"],
+)
+def test_the_service_selects_a_canary_only_while_it_has_traffic(
+    weight: int | None, tracks: str
+) -> None:
+    md, status = started()
+    if weight is None:
+        status = stable_status()
+    else:
+        status["canary"].update(weight=weight, stepIndex=1 if weight else 0)
+    kube = Cluster(canary_deployment(md), [])
+    plan = plan_rollout(
+        md,
+        kube,
+        OperatorSettings(),
+        status,
+        T0 + timedelta(seconds=1),
+        Metadata(),  # type: ignore[arg-type]
+    )
+    assert plan.service is not None
+    selected = plan.service["spec"]["selector"].get("serving.modeldeploy.io/track")
+    assert (selected == "stable") == (tracks == "stable only"), plan.service["spec"]
