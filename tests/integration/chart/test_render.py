@@ -357,6 +357,12 @@ def test_the_network_policy_denies_ingress_by_default(
     policy = one(objects, "NetworkPolicy")["spec"]
     assert policy["ingress"] == []
     assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    # egress to the serving pods' http and metrics ports: the canary contract check
+    serving = [rule for rule in policy["egress"] if "to" in rule and "podSelector" in rule["to"][0]]
+    assert [rule["to"][0]["podSelector"]["matchLabels"] for rule in serving] == [
+        {"app.kubernetes.io/managed-by": "modeldeploy", "app.kubernetes.io/component": "inference"}
+    ]
+    assert {p["port"] for p in serving[0]["ports"]} == {8080, 8082}
 
 
 def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:

@@ -110,8 +110,13 @@ def test_status_shows_the_canary_its_analysis_conditions_and_history(
     assert "  State:         Paused" in lines
     assert "  Passed checks: 4" in lines
     analysis = lines.index("Last analysis:")
-    assert lines[analysis + 2].split()[:5] == ["error-rate", "0.004", "-", "0.01", "Passed"]
-    assert lines[analysis + 3].split()[:5] == ["latency-p99", "0.25", "-", "0.05", "Failed"]
+    # METRIC VALUE STABLE MIN MAX MAX-INCREASE SAMPLES RESULT
+    assert lines[analysis + 2].split()[:8] == [
+        "error-rate", "0.004", "-", "-", "0.01", "-", "-", "Passed"
+    ]  # fmt: skip
+    assert lines[analysis + 3].split()[:8] == [
+        "latency-p99", "0.25", "-", "-", "0.05", "-", "-", "Failed"
+    ]  # fmt: skip
     conditions = lines.index("Conditions:")
     assert lines[conditions + 2].split()[:3] == ["Progressing", "True", "CanaryPaused"]
     history = lines.index("History (newest first):")

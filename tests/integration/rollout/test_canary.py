@@ -129,7 +129,7 @@ def test_a_canary_that_errors_is_rolled_back_with_the_values_that_failed_it(
 
 
 def test_abort_during_a_pause_rolls_back_and_clears_the_annotation(
-    cluster: Any, namespace: str, rollout_operator: Any
+    cluster: Any, namespace: str, rollout_operator: Any, stand_ins: Any
 ) -> None:
     rollout_operator()
     apply_md(cluster, namespace, "iris", spec([{"setWeight": 25}, {"pause": {}}]))
@@ -173,7 +173,7 @@ def _weights(cluster: Any, namespace: str) -> dict[str, int] | None:
 
 
 def test_httproute_weights_follow_the_steps(
-    cluster: Any, namespace: str, rollout_operator: Any, gateway_api: Any
+    cluster: Any, namespace: str, rollout_operator: Any, gateway_api: Any, stand_ins: Any
 ) -> None:
     rollout_operator()
     routing = {"gatewayAPI": {"parentRefs": [{"name": "public", "namespace": "gateways"}]}}
@@ -211,7 +211,7 @@ def test_httproute_weights_follow_the_steps(
 
 
 def test_the_operator_killed_mid_rollout_resumes_at_the_same_step(
-    cluster: Any, namespace: str, rollout_operator: Any
+    cluster: Any, namespace: str, rollout_operator: Any, stand_ins: Any
 ) -> None:
     first = rollout_operator()
     steps = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]

@@ -164,6 +164,38 @@ INVALID = [
     ),
     Case("metrics-empty", {"spec.rollout.analysis.metrics": []}, "metrics"),
     Case(
+        "max-increase-garbage",
+        {"spec.rollout.analysis.metrics.0.maxIncrease": "a lot"},
+        "maxIncrease",
+    ),
+    Case(
+        "max-increase-negative", {"spec.rollout.analysis.metrics.0.maxIncrease": -1}, "maxIncrease"
+    ),
+    Case(
+        "max-increase-fraction-unquoted",
+        {"spec.rollout.analysis.metrics.0.maxIncrease": 0.01},
+        "maxIncrease",
+    ),
+    Case(
+        "max-increase-too-long",
+        {"spec.rollout.analysis.metrics.0.maxIncrease": "1" * 17 + "%"},
+        "maxIncrease",
+    ),
+    Case(
+        "drift-with-max-increase",
+        {
+            "spec.rollout.analysis.metrics.0": {
+                "name": "prediction-drift",
+                "max": 0.1,
+                "maxIncrease": "10%",
+            }
+        },
+        "maxIncrease",
+    ),
+    Case("min-samples-negative", {"spec.rollout.analysis.metrics.0.minSamples": -1}, "minSamples"),
+    Case("on-no-traffic", {"spec.rollout.analysis.onNoTraffic": "Wait"}, "onNoTraffic"),
+    Case("compatibility", {"spec.rollout.compatibility": "Loose"}, "compatibility"),
+    Case(
         "prometheus-no-scheme",
         {"spec.rollout.analysis.prometheus.address": "prometheus:9090"},
         "address",
@@ -273,6 +305,27 @@ VALID = [
     Case("duration-compound", {"spec.rollout.steps.1.pause.duration": "1h30m"}),
     Case("builtin-with-query", {"spec.rollout.analysis.metrics.0.query": "vector(0)"}),
     Case("metric-only-min", {"spec.rollout.analysis.metrics.1.max": DELETE}),
+    Case(
+        "metric-only-max-increase",
+        {"spec.rollout.analysis.metrics.0": {"name": "client-error-rate", "maxIncrease": "0.01"}},
+    ),
+    Case(
+        "metric-relative-and-absolute",
+        {
+            "spec.rollout.analysis.metrics.0": {
+                "name": "latency-p99",
+                "max": 0.5,
+                "maxIncrease": "20%",
+                "minSamples": 200,
+            }
+        },
+    ),
+    Case("max-increase-integer", {"spec.rollout.analysis.metrics.1.maxIncrease": 3}),
+    Case("min-samples-zero", {"spec.rollout.analysis.metrics.0.minSamples": 0}),
+    Case(
+        "no-traffic-promote-breaking",
+        {"spec.rollout.analysis.onNoTraffic": "Promote", "spec.rollout.compatibility": "Breaking"},
+    ),
     Case("analysis-without-prometheus", {"spec.rollout.analysis.prometheus": DELETE}),
     Case(
         "gateway-api",

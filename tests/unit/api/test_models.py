@@ -55,7 +55,7 @@ def test_defaults_are_filled_in() -> None:
     assert md.to_dict()["spec"] == {
         "model": {"uri": "https://e.com/m.onnx"},
         "replicas": 1,
-        "rollout": {"strategy": "Rolling", "progressDeadline": "10m"},
+        "rollout": {"strategy": "Rolling", "compatibility": "Strict", "progressDeadline": "10m"},
         "service": {"port": 8080, "type": "ClusterIP"},
     }
 
@@ -69,14 +69,17 @@ def test_nested_defaults_apply_when_the_block_is_given() -> None:
     analysis = spec.rollout.analysis
     assert analysis is not None
     assert (analysis.interval, analysis.failure_limit, analysis.inconclusive) == ("1m", 2, "Wait")
+    assert analysis.on_no_traffic == "Rollback" and spec.rollout.compatibility == "Strict"
 
 
 def test_stored_object_round_trips_unchanged() -> None:
     """What the API server returns (defaults, status, server metadata) re-serialises as is."""
     stored: dict[str, Any] = build(Case("x", {}))
     stored["metadata"].update({"uid": "123", "generation": 2, "resourceVersion": "77"})
-    stored["spec"]["rollout"]["progressDeadline"] = "10m"
-    stored["spec"]["rollout"]["analysis"].update({"failureLimit": 2, "inconclusive": "Wait"})
+    stored["spec"]["rollout"].update({"progressDeadline": "10m", "compatibility": "Strict"})
+    stored["spec"]["rollout"]["analysis"].update(
+        {"failureLimit": 2, "inconclusive": "Wait", "onNoTraffic": "Rollback"}
+    )
     stored["status"] = full_status()
     assert ModelDeployment.model_validate(stored).to_dict() == stored
 

@@ -53,13 +53,26 @@ def test_full_status_shows_every_part() -> None:
     assert "  Step:          2 of 4 (pause 1m)" in lines
     assert "  Failed checks: 1 of 2 allowed" in lines
     assert "  Started:       2025-01-02T03:04:05Z (5m ago)" in lines
-    # The analysis table: name, value, bounds, result, and the reason of an inconclusive one.
+    assert "  Contract:      Incompatible: input X: shape [-1,4] -> [-1,5]" in lines
+    assert "  Window since:  2025-01-02T03:04:05Z (5m ago)" in lines
+    # The analysis table: name, values of both tracks, bounds, samples, result, and the
+    # reason of an inconclusive one.
     header = lines.index("Last analysis:") + 1
-    assert lines[header].split() == ["METRIC", "VALUE", "MIN", "MAX", "RESULT", "MEASURED",
+    assert lines[header].split() == ["METRIC", "VALUE", "STABLE", "MIN", "MAX", "MAX",
+                                     "INCREASE", "SAMPLES", "RESULT", "MEASURED",
                                      "MESSAGE"]  # fmt: skip
-    assert lines[header + 1].split()[:5] == ["error-rate", "0.02", "-", "0.01", "Failed"]
-    assert lines[header + 2].split()[:5] == ["custom", "-", "0.5", "2.5", "Inconclusive"]
-    assert lines[header + 2].endswith("no data")
+    row = lines[header + 1].split()
+    assert row[:8] == ["error-rate", "0.02", "-", "-", "0.01", "-", "250", "Failed"]
+    row = lines[header + 2].split()
+    assert row[:8] == ["latency-p99", "0.048", "0.04", "-", "0.5", "20%", "250/740", "Passed"]
+    assert lines[header + 3].split()[:8] == [
+        "prediction-drift", "0.04", "-", "-", "0.1", "-", "2000/5920", "Passed"
+    ]  # fmt: skip
+    assert lines[header + 3].endswith("compared 2000 canary and 5920 stable predictions")
+    assert lines[header + 4].split()[:8] == [
+        "custom", "-", "-", "0.5", "2.5", "-", "-", "Inconclusive"
+    ]  # fmt: skip
+    assert lines[header + 4].endswith("no data")
     conditions = lines.index("Conditions:") + 1
     assert lines[conditions + 1].split()[:3] == ["Ready", "True", "MinimumReplicasReady"]
     assert lines[conditions + 1].endswith("2 of 2 pods ready")
@@ -75,9 +88,11 @@ def test_full_status_shows_every_part() -> None:
 def test_columns_line_up() -> None:
     lines = render(stored(full_status()), now=NOW).splitlines()
     start = lines.index("Last analysis:") + 1
-    table = lines[start : start + 3]
+    table = lines[start : start + 5]
     column = table[0].index("RESULT")
-    assert [row[column:].split()[0] for row in table] == ["RESULT", "Failed", "Inconclusive"]
+    assert [row[column:].split()[0] for row in table] == [
+        "RESULT", "Failed", "Passed", "Passed", "Inconclusive"
+    ]  # fmt: skip
 
 
 def test_no_status_yet_says_so() -> None:

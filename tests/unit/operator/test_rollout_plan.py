@@ -9,6 +9,7 @@ import pytest
 
 from modeldeploy.api import ModelDeployment
 from modeldeploy.rollout import Observations, Target, advance, analysis_due
+from modeldeploy.rollout.contract import ContractReading, ModelContract, TensorContract
 from modeldeploy.rollout.plan import Decision, canary_replicas, iso
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -52,8 +53,23 @@ def stable_status(md: ModelDeployment | None = None) -> dict[str, Any]:
     return {"stable": Target.of_spec(md or mdep(OLD)).to_status()}
 
 
+IRIS = ModelContract(
+    inputs=(TensorContract("X", "FP32", (-1, 4)),),
+    outputs=(
+        TensorContract("label", "INT64", (-1,)),
+        TensorContract("probabilities", "FP32", (-1, 3)),
+    ),
+    classes=frozenset({"0", "1", "2"}),
+)
+SAME = ContractReading(stable=IRIS, canary=IRIS)
+
+
 def seen(seconds: float = 0, **fields: Any) -> Observations:
+    """What the reconciler observes; with ready canary pods it reads both tracks' metadata
+    (the same model's, unless ``contract`` says otherwise) until the check is recorded."""
     fields.setdefault("stable_replicas", 4)
+    if fields.get("canary_ready"):
+        fields.setdefault("contract", SAME)
     return Observations(now=T0 + timedelta(seconds=seconds), **fields)
 
 

@@ -2,14 +2,67 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
 
 from modeldeploy.api.types import ApiModel, Duration, Rule, list_map, passthrough_list
 
-BUILTIN_METRICS = ("error-rate", "latency-p99", "prediction-drift", "data-quality")
+BUILTIN_METRICS = (
+    "error-rate",
+    "client-error-rate",
+    "latency-p99",
+    "prediction-drift",
+    "data-quality",
+)
 """Analysis metrics the operator knows how to query without a `query`."""
+
+DEFAULT_MIN_SAMPLES = 100
+"""minSamples of a built-in metric when the spec gives none: requests (error-rate,
+client-error-rate, latency-p99), predictions per track (prediction-drift) or input values
+(data-quality). Fewer than 100 make a p99 the maximum and one error a 1% error rate."""
+
+INCREASE_PATTERN = r"^[0-9]+(\.[0-9]+)?%?$"
+
+
+def _check_increase(value: int | str) -> int | str:
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("maxIncrease must not be negative")
+        return value
+    if len(value) > 16 or not re.match(INCREASE_PATTERN, value):
+        raise ValueError(
+            f'maxIncrease {value!r} is neither an amount (e.g. "0.01") nor a percentage of '
+            "the stable track's value (e.g. 20%)"
+        )
+    return value
+
+
+Increase = Annotated[
+    int | str,
+    AfterValidator(_check_increase),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": True,
+            "pattern": INCREASE_PATTERN,
+            "maxLength": 16,
+        }
+    ),
+]
+"""How far the canary's value may exceed the stable track's: an amount in the metric's unit
+(an integer, or a decimal string such as "0.01") or a percentage of stable's value ("20%")."""
+
+
+def parse_increase(value: int | str) -> tuple[float, bool]:
+    """(amount, relative) of a maxIncrease: ``"20%"`` is (0.2, True), ``"0.01"`` (0.01, False)."""
+    if isinstance(value, int):
+        return float(value), False
+    if value.endswith("%"):
+        return float(value[:-1]) / 100, True
+    return float(value), False
+
 
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
@@ -55,7 +108,8 @@ class PrometheusSource(ApiModel):
 
 
 class AnalysisMetric(ApiModel):
-    """A check run at each analysis interval: the measured value must lie within [min, max]."""
+    """A check run at each analysis interval: the canary's value must lie within [min, max]
+    and exceed the stable track's by at most maxIncrease."""
 
     __rules__ = (
         Rule(
@@ -67,11 +121,29 @@ class AnalysisMetric(ApiModel):
             reason="FieldValueRequired",
         ),
         Rule(
-            cel="has(self.min) || has(self.max)",
-            message="metrics[] needs min or max (or both)",
-            check=lambda m: m.min is not None or m.max is not None,
+            cel="has(self.min) || has(self.max) || has(self.maxIncrease)",
+            message="metrics[] needs a bound: min, max or maxIncrease",
+            check=lambda m: m.min is not None or m.max is not None or m.max_increase is not None,
             field_path=".max",
             reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!has(self.maxIncrease) || type(self.maxIncrease) == string "
+            "|| self.maxIncrease >= 0",
+            message="metrics[].maxIncrease must not be negative",
+            check=lambda m: not isinstance(m.max_increase, int) or m.max_increase >= 0,
+            field_path=".maxIncrease",
+            reason="FieldValueInvalid",
+        ),
+        Rule(
+            cel="self.name != 'prediction-drift' || has(self.query) || !has(self.maxIncrease)",
+            message="prediction-drift compares the canary with the stable track already: "
+            "bound it with max, not maxIncrease",
+            check=lambda m: (
+                m.name != "prediction-drift" or m.query is not None or m.max_increase is None
+            ),
+            field_path=".maxIncrease",
+            reason="FieldValueForbidden",
         ),
         Rule(
             cel="!has(self.min) || !has(self.max) || self.min <= self.max",
@@ -85,21 +157,45 @@ class AnalysisMetric(ApiModel):
     name: Annotated[
         str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     ] = Field(
-        description="Name of the check. Built in: error-rate (fraction of canary requests "
-        "answered 5xx), latency-p99 (99th percentile canary latency, seconds), "
-        "prediction-drift (Jensen-Shannon distance, 0 to 1, between the canary's and the "
-        "stable track's predictions: class counts or the output histogram) and data-quality "
-        "(fraction of canary input values outside the model's training profile). Any other "
-        "name needs a query."
+        description="Name of the check. Built in: error-rate (fraction of a track's requests "
+        "answered 5xx), client-error-rate (fraction answered 4xx; bound it with maxIncrease, "
+        "since client mistakes reach both tracks), latency-p99 (99th percentile latency, "
+        "seconds), prediction-drift (Jensen-Shannon distance, 0 to 1, between the canary's and "
+        "the stable track's predictions: class counts or the output histogram; it fails only "
+        "when the difference is also statistically significant) and data-quality (fraction of "
+        "input values outside the model's training profile). Any other name needs a query."
     )
     query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
         default=None,
         description="PromQL returning one number; replaces the built-in query of a built-in "
-        "name. Placeholders: {{namespace}}, {{name}} (the ModelDeployment), {{track}} (canary "
-        "or stable) and {{interval}} (analysis.interval).",
+        "name. Placeholders: {{namespace}}, {{name}} (the ModelDeployment), {{track}} (canary, "
+        "or stable for maxIncrease) and {{interval}} (the analysis window: analysis.interval, "
+        "longer after runs that had too few samples).",
     )
     min: float | None = Field(default=None, description="Lowest passing value.")
     max: float | None = Field(default=None, description="Highest passing value.")
+    max_increase: Increase | None = Field(
+        default=None,
+        description="Highest passing excess of the canary's value over the stable track's, "
+        "measured over the same window: a percentage of stable's value (e.g. 20%) or an amount "
+        'in the metric\'s unit (an integer, or a decimal string such as "0.01").',
+    )
+    min_samples: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000_000,
+        description="Fewest samples a run may judge: below it the result is Inconclusive (the "
+        "next run reads a longer window). Counted per track: requests (error-rate, "
+        "client-error-rate, latency-p99 and queries), predictions (prediction-drift) or input "
+        f"values (data-quality). Default {DEFAULT_MIN_SAMPLES} for built-in metrics, 0 for "
+        "queries.",
+    )
+
+    def effective_min_samples(self) -> int:
+        """minSamples, or the default of a built-in metric."""
+        if self.min_samples is not None:
+            return self.min_samples
+        return DEFAULT_MIN_SAMPLES if self.query is None else 0
 
 
 MetricList = Annotated[list[AnalysisMetric], Field(min_length=1, max_length=16), *list_map("name")]
@@ -126,6 +222,12 @@ class Analysis(ApiModel):
         "with; without either the rollout reports a Degraded condition.",
     )
     metrics: MetricList = Field(description="The checks; each run passes when all pass.")
+    on_no_traffic: Literal["Rollback", "Promote"] = Field(
+        default="Rollback",
+        description="What the progress deadline does to a canary that received no request at "
+        "all, so that no analysis could judge it: Rollback (the default), or Promote (for "
+        "models that may see no traffic during a rollout, e.g. a nightly batch).",
+    )
 
 
 class GatewayAPIRouting(ApiModel):
@@ -218,6 +320,13 @@ class Rollout(ApiModel):
         default=None,
         description="How canary traffic is split. Without it the weight is approximated by the "
         "ratio of canary to stable pods behind the one Service.",
+    )
+    compatibility: Literal["Strict", "Breaking"] = Field(
+        default="Strict",
+        description="Strict: before any traffic moves, the canary's model metadata (inputs: "
+        "names, datatypes, shapes; outputs: names, datatypes; class labels) must accept what "
+        "the stable model accepts, or the canary is rolled back. Breaking: an intended "
+        "breaking change; differences are reported in an Event and the status, not enforced.",
     )
     progress_deadline: Duration = Field(
         default="10m",

@@ -12,13 +12,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from modeldeploy.api.types import ApiModel, list_map
+from modeldeploy.api.rollout import Increase
+from modeldeploy.api.types import ApiModel, Duration, list_map
 
 __all__ = [
     "AnalysisResult",
     "CanaryStatus",
     "Condition",
     "ConditionType",
+    "ContractCheck",
     "HistoryEntry",
     "ModelDeploymentStatus",
     "ModelStatus",
@@ -119,17 +121,68 @@ class AnalysisResult(ApiModel):
     name: Annotated[str, StringConstraints(max_length=63)] = Field(
         description="Name of the metric (spec.rollout.analysis.metrics[].name)."
     )
-    value: float | None = Field(default=None, description="Measured value; unset without data.")
+    value: float | None = Field(
+        default=None, description="The canary's measured value; unset without data."
+    )
+    stable_value: float | None = Field(
+        default=None,
+        description="The stable track's value over the same window (metrics with maxIncrease).",
+    )
     min: float | None = Field(default=None, description="Lowest passing value, from the spec.")
     max: float | None = Field(default=None, description="Highest passing value, from the spec.")
+    max_increase: Increase | None = Field(
+        default=None, description="Highest passing excess over stable's value, from the spec."
+    )
+    samples: int | None = Field(
+        default=None,
+        ge=0,
+        description="Samples the canary's value rests on: requests, predictions or input values.",
+    )
+    stable_samples: int | None = Field(
+        default=None, ge=0, description="Samples of the stable track, when it was measured."
+    )
+    min_samples: int | None = Field(
+        default=None, ge=0, description="Fewest samples a result may rest on (minSamples)."
+    )
+    p_value: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="prediction-drift: probability of a difference at least this large between "
+        "two tracks serving the same model (chi-squared test of homogeneity).",
+    )
+    window: Duration | None = Field(
+        default=None,
+        description="The window measured: analysis.interval, or longer after runs with too "
+        "few samples.",
+    )
     result: Literal["Passed", "Failed", "Inconclusive"] = Field(
-        description="Passed (within [min, max]), Failed, or Inconclusive (no data or a query "
-        "error)."
+        description="Passed (within the bounds), Failed, or Inconclusive (no data, too few "
+        "samples, a difference within chance, or a query error)."
     )
     time: Timestamp = Field(description="When the value was measured.")
     message: Message | None = Field(
-        default=None, description="Why the result is Inconclusive, e.g. the Prometheus error."
+        default=None,
+        description="What the result rests on or why it is Inconclusive (e.g. the sample "
+        "counts, the Prometheus error).",
     )
+
+
+class ContractCheck(ApiModel):
+    """The canary's model metadata compared with the stable model's, before traffic moves."""
+
+    result: Literal["Compatible", "Incompatible", "Unchecked"] = Field(
+        description="Compatible: the canary accepts what stable accepts and answers the same "
+        "outputs and classes. Incompatible: it does not (rolled back unless "
+        "rollout.compatibility is Breaking). Unchecked: the metadata could not be read within "
+        "the progress deadline and compatibility is Breaking."
+    )
+    differences: (
+        Annotated[list[Annotated[str, StringConstraints(max_length=512)]], Field(max_length=32)]
+        | None
+    ) = Field(default=None, description="What changed, e.g. input X: shape [-1,4] -> [-1,5].")
+    message: Message | None = Field(default=None, description="Why the check is Unchecked.")
+    time: Timestamp = Field(description="When the check was made.")
 
 
 class CanaryStatus(ApiModel):
@@ -169,6 +222,17 @@ class CanaryStatus(ApiModel):
     )
     analysis: Annotated[list[AnalysisResult], Field(max_length=16), *list_map("name")] | None = (
         Field(default=None, description="Result of the latest analysis run, by metric.")
+    )
+    contract: ContractCheck | None = Field(
+        default=None,
+        description="The model metadata check made once the canary's pods were ready, before "
+        "traffic moved; unset until then.",
+    )
+    window_start: Timestamp | None = Field(
+        default=None,
+        description="Start of the window the next analysis run reads: the last run that "
+        "passed or failed (or the rollout's start), so runs with too few samples accumulate "
+        "evidence instead of discarding it.",
     )
     started_at: Timestamp | None = Field(default=None, description="When the rollout started.")
     step_started_at: Timestamp | None = Field(

@@ -15,13 +15,18 @@ from modeldeploy.settings import OperatorSettings
 
 
 def build_service(
-    md: ModelDeployment, track: Track | None = None, settings: OperatorSettings | None = None
+    md: ModelDeployment,
+    track: Track | None = None,
+    settings: OperatorSettings | None = None,
+    *,
+    only: Track | None = None,
 ) -> dict[str, Any]:
     """The Service selecting the serving pods of ``md`` (of one ``track`` when given).
 
     The main Service selects every track: it is what in-cluster clients (status.url) and the
     ServiceMonitor use. With Gateway API routing, traffic through the Gateway is split exactly
-    by the HTTPRoute over the per-track Services."""
+    by the HTTPRoute over the per-track Services. ``only`` keeps the main Service to one
+    track's pods: the rollout keeps it to the stable track unless the canary has traffic."""
     settings = settings or OperatorSettings()
     extra: dict[str, Any] = {}
     if md.spec.service.annotations:
@@ -32,7 +37,7 @@ def build_service(
         "metadata": child_metadata(md, service_name(md, track), track, **extra),
         "spec": {
             "type": md.spec.service.type,
-            "selector": selector_labels(md, track),
+            "selector": selector_labels(md, track or only),
             "ports": [
                 {
                     "name": "http",

@@ -21,10 +21,18 @@ from modeldeploy.rollout.plan import parse_time
 
 __all__ = ["add_arguments", "machine_view", "render", "run"]
 
+_ANALYSIS_COLUMNS = (
+    "METRIC", "VALUE", "STABLE", "MIN", "MAX", "MAX INCREASE", "SAMPLES", "RESULT", "MEASURED",
+    "MESSAGE",
+)  # fmt: skip
+"""VALUE is the canary's, STABLE the stable track's (metrics with maxIncrease); SAMPLES is
+the canary's, then the stable track's when it was measured."""
+
 # Canary fields with a place in the layout; any other scalar field is listed after them.
 _CANARY_LAYOUT = (
     "uri", "sha256", "version", "templateHash", "weight", "stepIndex", "state",
-    "failedChecks", "passedChecks", "startedAt", "stepStartedAt", "analysis",
+    "failedChecks", "passedChecks", "startedAt", "stepStartedAt", "analysis", "contract",
+    "windowStart",
 )  # fmt: skip
 
 
@@ -99,13 +107,16 @@ def render(obj: dict[str, Any], now: datetime | None = None) -> str:
         if analysis:
             lines += ["", "Last analysis:"]
             lines += _table(
-                ("METRIC", "VALUE", "MIN", "MAX", "RESULT", "MEASURED", "MESSAGE"),
+                _ANALYSIS_COLUMNS,
                 [
                     (
                         str(entry.get("name", "")),
                         _number(entry.get("value")),
+                        _number(entry.get("stableValue")),
                         _number(entry.get("min")),
                         _number(entry.get("max")),
+                        _number(entry.get("maxIncrease")),
+                        _samples(entry),
                         str(entry.get("result", "")),
                         _ago(entry.get("time"), now),
                         str(entry.get("message") or ""),
@@ -172,10 +183,17 @@ def _canary_fields(
         fields.append(("Failed checks", f"{checks} of {limit} allowed" if limit else checks))
     if "passedChecks" in canary:
         fields.append(("Passed checks", str(canary["passedChecks"])))
+    contract = canary.get("contract")
+    if isinstance(contract, dict):
+        detail = "; ".join(contract.get("differences") or ()) or contract.get("message") or ""
+        result = str(contract.get("result", "?"))
+        fields.append(("Contract", f"{result}: {detail}" if detail else result))
     if canary.get("startedAt"):
         fields.append(("Started", _time(canary["startedAt"], now)))
     if canary.get("stepStartedAt"):
         fields.append(("Step started", _time(canary["stepStartedAt"], now)))
+    if canary.get("windowStart"):
+        fields.append(("Window since", _time(canary["windowStart"], now)))
     for key, value in canary.items():
         if key not in _CANARY_LAYOUT and not isinstance(value, dict | list):
             fields.append((_title(key), str(value)))
@@ -203,6 +221,14 @@ def _model(model: dict[str, Any], sha: bool = True) -> str:
     if sha and model.get("sha256"):
         text += f" sha256 {str(model['sha256'])[:12]}"
     return text
+
+
+def _samples(entry: dict[str, Any]) -> str:
+    """'250' (the canary's), or '250/740' when the stable track was measured too."""
+    canary, stable = entry.get("samples"), entry.get("stableSamples")
+    if canary is None:
+        return "-"
+    return f"{canary}/{stable}" if stable is not None else str(canary)
 
 
 def _number(value: Any) -> str:

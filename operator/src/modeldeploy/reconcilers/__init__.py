@@ -146,6 +146,7 @@ def reconcile(
         kube,
         settings,
         deployments=plan.deployments,
+        service=plan.service,
         extra=plan.extra,
         absent=plan.absent,
         may_exist=may_exist,

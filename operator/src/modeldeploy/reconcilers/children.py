@@ -122,6 +122,7 @@ def reconcile_children(
     settings: OperatorSettings,
     *,
     deployments: list[dict[str, Any]] | None = None,
+    service: dict[str, Any] | None = None,
     extra: list[dict[str, Any]] | None = None,
     absent: list[tuple[str, str, str]] | None = None,
     may_exist: MayExist | None = None,
@@ -129,14 +130,15 @@ def reconcile_children(
     """Service, Deployment(s), routing, autoscaler, disruption budget: each as desired, in
     this order; then the children that must not exist are deleted.
 
-    ``deployments`` replaces the single stable Deployment when a rollout manages the tracks;
+    ``deployments`` replaces the single stable Deployment when a rollout manages the tracks,
+    ``service`` the main Service (the rollout keeps a canary without traffic out of it);
     ``extra`` (per-track Services, the HTTPRoute) is applied after them, so traffic moves only
     to pods that exist; ``absent`` lists (apiVersion, kind, name) of children to remove.
     """
     result = ChildResult()
-    service = ensure(kube, build_service(md, settings=settings), result)
-    if service is not None:
-        result.objects["service"] = service
+    current_service = ensure(kube, service or build_service(md, settings=settings), result)
+    if current_service is not None:
+        result.objects["service"] = current_service
     for deployment in deployments or [
         build_deployment(md, STABLE, settings, replicas=desired_replicas(md))
     ]:

@@ -23,16 +23,20 @@ _IMAGE_REASONS = frozenset(
 
 
 def trim_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """What status needs of a pod: name, labels, version, phase, conditions and the states
-    of its containers."""
+    """What status and the rollout need of a pod: name, labels, version, deletion, phase,
+    conditions, address and the states of its containers."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-    trimmed: dict[str, Any] = {k: status[k] for k in ("phase", "conditions") if k in status}
+    trimmed: dict[str, Any] = {
+        k: status[k] for k in ("phase", "conditions", "podIP") if k in status
+    }
     for key in ("initContainerStatuses", "containerStatuses"):
         if status.get(key):
             trimmed[key] = [{k: c[k] for k in _CONTAINER_KEYS if k in c} for c in status[key]]
     return {
         "metadata": {
-            k: meta[k] for k in ("name", "namespace", "labels", "resourceVersion") if k in meta
+            k: meta[k]
+            for k in ("name", "namespace", "labels", "resourceVersion", "deletionTimestamp")
+            if k in meta
         },
         "status": trimmed,
     }
@@ -133,3 +137,15 @@ def pod_problems(pods: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
         if found and found[0] not in seen:
             seen[found[0]] = found[1]
     return list(seen.items())
+
+
+def serving_address(pod: Mapping[str, Any]) -> str | None:
+    """The IP of a pod that is Ready and not being deleted; None otherwise."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    if meta.get("deletionTimestamp") or not status.get("podIP"):
+        return None
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+    return str(status["podIP"]) if ready else None

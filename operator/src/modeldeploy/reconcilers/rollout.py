@@ -1,6 +1,7 @@
-"""The rollout's side of a reconcile: observe the tracks, run one tick of the step function,
-and turn its decision into the desired children (Deployments per track, Services and the
-HTTPRoute for Gateway API routing)."""
+"""The rollout's side of a reconcile: observe the tracks (their Deployments, their model
+metadata until the contract is checked, the analysis from Prometheus), run one tick of the step
+function, and turn its decision into the desired children (Deployments per track, the Service,
+and per-track Services and the HTTPRoute for Gateway API routing)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,22 @@ from modeldeploy.builders import (
     deployment_name,
     service_name,
 )
-from modeldeploy.builders.names import name_of, namespace_of
+from modeldeploy.builders.names import LABEL_DEPLOYMENT, LABEL_TRACK, name_of, namespace_of
 from modeldeploy.builders.route import ROUTE_API_VERSION
 from modeldeploy.kube import Kube
 from modeldeploy.reconcilers.children import Refusal
+from modeldeploy.reconcilers.pods import serving_address
 from modeldeploy.reconcilers.status import deployment_counts
 from modeldeploy.rollout import Decision, Observations, Target, advance, analysis_due
 from modeldeploy.rollout.analysis import Prometheus, measure
-from modeldeploy.rollout.plan import template_hash
+from modeldeploy.rollout.contract import (
+    ContractError,
+    ContractReading,
+    MetadataSource,
+    ModelContract,
+    ServerMetadata,
+)
+from modeldeploy.rollout.plan import analysis_window, template_hash
 from modeldeploy.settings import OperatorSettings
 
 __all__ = ["TARGET_ANNOTATION", "Plan", "plan_rollout", "routing_error", "with_routing_error"]
@@ -48,6 +57,8 @@ class Plan:
     decision: Decision
     observations: Observations
     deployments: list[dict[str, Any]]
+    service: dict[str, Any] | None = None
+    """The main Service; it selects only the stable track while the canary has no traffic."""
     extra: list[dict[str, Any]] = field(default_factory=list)
     """Per-track Services and the HTTPRoute (Gateway API routing)."""
     absent: list[tuple[str, str, str]] = field(default_factory=list)
@@ -103,14 +114,64 @@ def desired_deployment(
     return desired
 
 
+def _read_track(
+    md: ModelDeployment, kube: Kube, track: Track, source: MetadataSource
+) -> ModelContract:
+    """The contract of one Ready pod of ``track`` (the first by name)."""
+    selector = f"{LABEL_DEPLOYMENT}={name_of(md)},{LABEL_TRACK}={track}"
+    pods = sorted(
+        kube.list("v1", "Pod", namespace_of(md), selector),
+        key=lambda pod: str(pod["metadata"].get("name")),
+    )
+    for pod in pods:
+        address = serving_address(pod)
+        if address is None:
+            continue
+        try:
+            return source.read(address, md.served_model_name)
+        except ContractError as error:
+            raise ContractError(
+                f"{track} pod {pod['metadata'].get('name')} ({address}): {error}"
+            ) from error
+    raise ContractError(f"no Ready {track} pod with an address to read")
+
+
+def read_contract(
+    md: ModelDeployment,
+    kube: Kube,
+    status: dict[str, Any],
+    canary_now: dict[str, Any] | None,
+    source: MetadataSource,
+) -> ContractReading | None:
+    """Both tracks' model metadata while the canary's contract is unchecked; None when it is
+    checked already, or while the canary Deployment still has pods of another model."""
+    canary = status.get("canary") or {}
+    if not canary or "contract" in canary or canary.get("state") == "Promoting":
+        return None
+    key = Target.of_status(canary).key()
+    if not Target.of_status(canary).matches(Target.of_spec(md)):
+        return None
+    if _runs(canary_now, complete=True) != key:
+        return None
+    try:
+        return ContractReading(
+            stable=_read_track(md, kube, STABLE, source),
+            canary=_read_track(md, kube, CANARY, source),
+        )
+    except ContractError as error:
+        return ContractReading(error=f"cannot read the model metadata of the {error}")
+
+
 def plan_rollout(
     md: ModelDeployment,
     kube: Kube,
     settings: OperatorSettings,
     status: dict[str, Any],
     now: datetime,
+    metadata: MetadataSource | None = None,
 ) -> Plan:
-    """Observe, decide, and build what this tick asks for."""
+    """Observe, decide, and build what this tick asks for (``metadata`` reads a serving pod's
+    model metadata; by default over HTTP from the pod's address)."""
     namespace = namespace_of(md)
     stable_now = kube.get("apps/v1", "Deployment", namespace, deployment_name(md, STABLE))
     canary_now = None
@@ -135,6 +196,9 @@ def plan_rollout(
         and _runs(canary_now, complete=False) == Target.of_status(status["canary"]).key()
     ):
         obs.canary_ready = int((canary_now or {}).get("status", {}).get("readyReplicas", 0))
+    if obs.canary_ready > 0 and md.spec.rollout.strategy == "Canary":
+        source = metadata or ServerMetadata(settings.server_http_port, settings.server_metrics_port)
+        obs.contract = read_contract(md, kube, status, canary_now, source)
     analysis = md.spec.rollout.analysis
     if analysis is not None and md.spec.rollout.strategy == "Canary":
         address = analysis.prometheus.address if analysis.prometheus else None
@@ -142,8 +206,9 @@ def plan_rollout(
         if not address:
             obs.analysis_error = NO_PROMETHEUS
         if analysis_due(md, status, now) and obs.canary_ready > 0:
-            source = Prometheus(address) if address else None
-            obs.analysis = measure(md, source, now, unavailable=NO_PROMETHEUS)
+            prometheus = Prometheus(address) if address else None
+            window = analysis_window(md, status, now)
+            obs.analysis = measure(md, prometheus, now, window=window, unavailable=NO_PROMETHEUS)
     decision = advance(md, status, obs)
     return _children(md, settings, decision, obs, stable_now, canary_now)
 
@@ -180,6 +245,11 @@ def _children(
         )
     else:
         absent.append(("apps/v1", "Deployment", deployment_name(md, CANARY)))
+    # The main Service selects the canary's pods only while traffic is meant to go to them:
+    # not before its contract is checked and its first weight set, and not while it is being
+    # removed (a rollback narrows the Service in the same pass that deletes the canary).
+    sharing = decision.canary_target is not None and decision.weight > 0
+    service = build_service(md, settings=settings, only=None if sharing else STABLE)
     extra: list[dict[str, Any]] = []
     route = build_route(md, decision.weight)
     if route is not None:
@@ -190,7 +260,7 @@ def _children(
             # Not watched, so read each time: only where a route is likely to have existed
             # (the resync removes one left behind by a change of strategy).
             absent.append((ROUTE_API_VERSION, "HTTPRoute", name_of(md)))
-    return Plan(decision, obs, deployments, extra, absent, canary_now)
+    return Plan(decision, obs, deployments, service, extra, absent, canary_now)
 
 
 def routing_error(refusals: list[Refusal]) -> str | None:

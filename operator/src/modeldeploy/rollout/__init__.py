@@ -1,8 +1,11 @@
-"""Canary rollouts: a pure step function, and small ports for metrics and traffic.
+"""Canary rollouts: a pure step function, and small ports for metrics and model metadata.
 
 ``plan.advance`` takes the spec, the rollout state kept in ``status`` and what was observed
 this tick, and returns the next state with what the reconciler must do (Flagger / Argo Rollouts
-style). ``analysis`` reads Prometheus; ``traffic`` sizes the tracks and builds the HTTPRoute.
+style); ``canary`` walks an active canary, ``state`` holds the vocabulary. The ports:
+``analysis.Prometheus`` reads the checks, ``contract.ServerMetadata`` a serving pod's model
+metadata. Pure judgement: ``contract.differences`` (what a canary breaks), ``verdicts`` (bounds,
+minimum samples), ``statistics`` (the drift distance and its test).
 """
 
 from modeldeploy.rollout.plan import Decision, Observations, Target, advance, analysis_due

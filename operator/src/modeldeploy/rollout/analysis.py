@@ -1,8 +1,9 @@
-"""Analysis: read the canary's checks from Prometheus's HTTP API and judge them.
+"""Analysis: read the checks from Prometheus's HTTP API, for the canary and, where a metric
+compares the tracks, for the stable track over the same window; then judge them.
 
 ``Prometheus`` is the port (one instant query per call, standard library HTTP); the rest is
-pure: the built-in queries, placeholder rendering, and the verdict of each value against its
-``min``/``max``. No data is Inconclusive, never a pass.
+pure: the built-in queries, placeholder rendering, and the verdicts (``verdicts``). No data,
+or fewer samples than ``minSamples``, is Inconclusive, never a pass.
 """
 
 from __future__ import annotations
@@ -12,21 +13,22 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from modeldeploy.api import ModelDeployment, parse_duration
 from modeldeploy.api.rollout import AnalysisMetric
 from modeldeploy.rollout.plan import iso
+from modeldeploy.rollout.statistics import homogeneity, jensen_shannon
+from modeldeploy.rollout.verdicts import judge
 
 __all__ = [
+    "BUILTIN_QUERIES",
     "AnalysisError",
     "MetricsSource",
     "Prometheus",
-    "builtin_query",
-    "jensen_shannon",
+    "counted",
     "measure",
     "render",
 ]
@@ -76,52 +78,70 @@ class Prometheus:
         ]
 
 
-def _window(md: ModelDeployment) -> str:
-    analysis = md.spec.rollout.analysis
-    seconds = parse_duration(analysis.interval if analysis else "1m").total_seconds()
-    return f"{max(int(seconds), 1)}s"
-
-
 SELECTOR = 'namespace="{{namespace}}",deployment="{{name}}",track="{{track}}"'
-WINDOW = "[{{interval}}]"
+WINDOW = "{{interval}}"
 
 
-def _promql(template: str) -> str:
-    return template.replace("SEL", SELECTOR).replace("[WIN]", WINDOW)
+def counted(metric: str, matchers: str = "", by: str = "") -> str:
+    """PromQL for what a counter counted in the window: the counter now minus the counter one
+    window ago, series by series (all of it for a series younger than the window, such as a
+    new canary pod's). Not ``increase()``, which extrapolates to the window's edges: sample
+    counts and the drift test need the events that happened."""
+    series = metric + "{" + SELECTOR + matchers + "}"
+    grouping = f" by ({by})" if by else ""
+    return f"sum{grouping} (clamp_min({series} - {series} offset {WINDOW}, 0) or {series})"
 
 
-BUILTIN_QUERIES: dict[str, str] = {
-    # No 5xx is 0; no request at all is no data (the division has nothing to divide).
-    "error-rate": _promql(
-        '(sum(rate(modeldeploy_requests_total{SEL,code=~"5.."}[WIN])) or vector(0))'
-        " / sum(rate(modeldeploy_requests_total{SEL}[WIN]))"
+REQUESTS = counted("modeldeploy_requests_total")
+
+RATIOS: dict[str, tuple[str, str, str]] = {
+    # name: (events counted, out of, what they are)
+    "error-rate": (
+        counted("modeldeploy_requests_total", ',code=~"5.."'),
+        REQUESTS,
+        "requests answered 5xx",
     ),
-    "latency-p99": _promql(
-        "histogram_quantile(0.99,"
-        " sum by (le) (rate(modeldeploy_request_duration_seconds_bucket{SEL}[WIN])))"
+    "client-error-rate": (
+        counted("modeldeploy_requests_total", ',code=~"4.."'),
+        REQUESTS,
+        "requests answered 4xx",
     ),
-    "data-quality": _promql(
-        "(sum(rate(modeldeploy_feature_issues_total{SEL}[WIN])) or vector(0))"
-        " / sum(rate(modeldeploy_feature_values_total{SEL}[WIN]))"
+    "data-quality": (
+        counted("modeldeploy_feature_issues_total"),
+        counted("modeldeploy_feature_values_total"),
+        "input values outside the profile",
     ),
 }
-"""Queries of the built-in metrics; prediction-drift compares two distributions instead."""
+"""Built-in metrics that are a fraction of counted events; the denominator is the sample."""
 
-CLASS_COUNTS = _promql("sum by (class) (increase(modeldeploy_predictions_total{SEL}[WIN]))")
-VALUE_BUCKETS = _promql("sum by (le) (increase(modeldeploy_prediction_value_bucket{SEL}[WIN]))")
+LATENCY_P99 = (
+    "histogram_quantile(0.99, sum by (le) "
+    f"(rate(modeldeploy_request_duration_seconds_bucket{{{SELECTOR}}}[{WINDOW}])))"
+)
+LATENCY_SAMPLES = counted("modeldeploy_request_duration_seconds_count")
+CLASS_COUNTS = counted("modeldeploy_predictions_total", by="class")
+VALUE_BUCKETS = counted("modeldeploy_prediction_value_bucket", by="le")
+
+BUILTIN_QUERIES: dict[str, list[str]] = {
+    **{name: [numerator, denominator] for name, (numerator, denominator, _) in RATIOS.items()},
+    "latency-p99": [LATENCY_P99, LATENCY_SAMPLES],
+    "prediction-drift": [CLASS_COUNTS, VALUE_BUCKETS],
+}
+"""Every query a built-in metric runs, per track (for the documentation and its test)."""
 
 
-def builtin_query(name: str) -> str | None:
-    return BUILTIN_QUERIES.get(name)
-
-
-def render(query: str, md: ModelDeployment, track: str = "canary") -> str:
-    """Fill the placeholders {{namespace}}, {{name}}, {{track}}, {{interval}}."""
+def render(query: str, md: ModelDeployment, track: str = "canary", seconds: int = 0) -> str:
+    """Fill the placeholders {{namespace}}, {{name}}, {{track}}, {{interval}} (the window,
+    ``seconds`` long; the analysis interval when 0)."""
+    if seconds <= 0:
+        analysis = md.spec.rollout.analysis
+        interval = parse_duration(analysis.interval if analysis else "1m").total_seconds()
+        seconds = int(interval)
     values = {
         "namespace": md.namespace or "default",
         "name": md.name,
         "track": track,
-        "interval": _window(md),
+        "interval": f"{max(seconds, 1)}s",
     }
     for key, value in values.items():
         query = query.replace("{{" + key + "}}", value)
@@ -139,20 +159,10 @@ def _single(samples: list[Sample]) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-def jensen_shannon(p: Mapping[str, float], q: Mapping[str, float]) -> float | None:
-    """Jensen-Shannon distance (base 2, 0..1) between two count distributions."""
-    keys = sorted(set(p) | set(q))
-    total_p, total_q = sum(p.values()), sum(q.values())
-    if total_p <= 0 or total_q <= 0:
-        return None
-    pp = [p.get(k, 0.0) / total_p for k in keys]
-    qq = [q.get(k, 0.0) / total_q for k in keys]
-    mm = [(a + b) / 2 for a, b in zip(pp, qq, strict=True)]
-
-    def kl(a: list[float], b: list[float]) -> float:
-        return sum(x * math.log2(x / y) for x, y in zip(a, b, strict=True) if x > 0)
-
-    return math.sqrt(max(0.0, (kl(pp, mm) + kl(qq, mm)) / 2))
+def _count(samples: list[Sample]) -> float:
+    """A counted() result: nothing counted is 0."""
+    value = _single(samples)
+    return max(0.0, value) if value is not None else 0.0
 
 
 def _bins(samples: list[Sample]) -> dict[str, float]:
@@ -168,25 +178,79 @@ def _bins(samples: list[Sample]) -> dict[str, float]:
     return counts
 
 
-def _prediction_drift(md: ModelDeployment, source: MetricsSource) -> float | None:
-    for query, distribution in (
-        (CLASS_COUNTS, lambda s: {lbl.get("class", ""): v for lbl, v in s}),
-        (VALUE_BUCKETS, _bins),
-    ):
-        canary = source.query(render(query, md, "canary"))
-        stable = source.query(render(query, md, "stable"))
-        if canary and stable:
-            return jensen_shannon(distribution(canary), distribution(stable))
-    return None
+@dataclass
+class _Reader:
+    """The queries of one analysis run: one ModelDeployment, one window."""
 
+    md: ModelDeployment
+    source: MetricsSource
+    seconds: int
 
-def _value(metric: AnalysisMetric, md: ModelDeployment, source: MetricsSource) -> float | None:
-    if metric.query is None and metric.name == "prediction-drift":
-        return _prediction_drift(md, source)
-    query = metric.query or builtin_query(metric.name)
-    if query is None:  # the API refuses this; kept as a clear message all the same
+    def query(self, promql: str, track: str) -> list[Sample]:
+        return self.source.query(render(promql, self.md, track, self.seconds))
+
+    def track(self, metric: AnalysisMetric, track: str) -> tuple[float | None, int, str]:
+        """(value, samples, what the value rests on) of one track."""
+        if metric.query is not None:
+            value = _single(self.query(metric.query, track))
+            return value, round(_count(self.query(REQUESTS, track))), ""
+        if metric.name in RATIOS:
+            numerator, denominator, what = RATIOS[metric.name]
+            total = _count(self.query(denominator, track))
+            if total <= 0:
+                return None, 0, ""
+            events = _count(self.query(numerator, track))
+            return events / total, round(total), f"{events:.0f} of {total:.0f} {what}"
+        if metric.name == "latency-p99":
+            samples = round(_count(self.query(LATENCY_SAMPLES, track)))
+            return _single(self.query(LATENCY_P99, track)), samples, ""
+        # the API refuses this; kept as a clear message all the same
         raise AnalysisError(f"{metric.name} is not a built-in metric and has no query")
-    return _single(source.query(render(query, md)))
+
+    def drift(self, entry: dict[str, Any]) -> None:
+        """prediction-drift: the distance between the tracks' predictions and its p-value."""
+        canary: dict[str, float] = {}
+        stable: dict[str, float] = {}
+        for promql, label in ((CLASS_COUNTS, "class"), (VALUE_BUCKETS, "le")):
+            found = {t: self.query(promql, t) for t in ("canary", "stable")}
+            if found["canary"] or found["stable"]:
+                if label == "class":
+                    canary, stable = ({lb.get("class", ""): v for lb, v in found[t]}
+                                      for t in ("canary", "stable"))  # fmt: skip
+                else:
+                    canary, stable = _bins(found["canary"]), _bins(found["stable"])
+                break
+        entry["samples"] = round(sum(canary.values()))
+        entry["stableSamples"] = round(sum(stable.values()))
+        distance = jensen_shannon(canary, stable)
+        test = homogeneity(canary, stable)
+        if distance is None or test is None:
+            return
+        entry.update(value=round(distance, 6), pValue=round(test.p_value, 6))
+        entry["message"] = (
+            f"compared {entry['samples']} canary and {entry['stableSamples']} stable "
+            f"predictions; p = {test.p_value:.2g}"
+        )
+
+    def read(self, metric: AnalysisMetric, entry: dict[str, Any]) -> None:
+        """Fill ``entry`` with what ``metric`` measures (value, samples, stable's too)."""
+        if metric.query is None and metric.name == "prediction-drift":
+            return self.drift(entry)
+        value, samples, rests_on = self.track(metric, "canary")
+        entry["samples"] = samples
+        if value is not None:
+            entry["value"] = round(value, 6)
+        if metric.max_increase is None:
+            if rests_on:
+                entry["message"] = rests_on
+            return None
+        stable, stable_samples, stable_rests_on = self.track(metric, "stable")
+        entry["stableSamples"] = stable_samples
+        if stable is not None:
+            entry["stableValue"] = round(stable, 6)
+        if rests_on and stable_rests_on:
+            entry["message"] = f"canary {rests_on}; stable {stable_rests_on}"
+        return None
 
 
 def measure(
@@ -194,35 +258,35 @@ def measure(
     source: MetricsSource | None,
     now: datetime,
     *,
+    window: timedelta | None = None,
     unavailable: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One analysis run: every metric of ``md``'s analysis, as ``status.canary.analysis``."""
+    """One analysis run over the ``window`` ending now (default: the interval): every metric
+    of ``md``'s analysis, as ``status.canary.analysis``."""
     analysis = md.spec.rollout.analysis
     if analysis is None:
         return []
+    seconds = max(1, int((window or parse_duration(analysis.interval)).total_seconds()))
     stamp = iso(now)
     results = []
     for metric in analysis.metrics:
-        entry: dict[str, Any] = {"name": metric.name, "time": stamp}
-        if metric.min is not None:
-            entry["min"] = metric.min
-        if metric.max is not None:
-            entry["max"] = metric.max
+        entry: dict[str, Any] = {"name": metric.name, "window": f"{seconds}s", "time": stamp}
+        for key, value in (
+            ("min", metric.min),
+            ("max", metric.max),
+            ("maxIncrease", metric.max_increase),
+            ("minSamples", metric.effective_min_samples()),
+        ):
+            if value is not None:
+                entry[key] = value
         try:
             if source is None:
                 raise AnalysisError(unavailable or "no metrics source")
-            value = _value(metric, md, source)
+            _Reader(md, source, seconds).read(metric, entry)
         except AnalysisError as error:
             entry.update(result="Inconclusive", message=str(error)[:1024])
             results.append(entry)
             continue
-        if value is None:
-            entry.update(result="Inconclusive", message="no data for the canary in this interval")
-        else:
-            low = metric.min if metric.min is not None else -math.inf
-            high = metric.max if metric.max is not None else math.inf
-            entry.update(
-                value=round(value, 6), result="Passed" if low <= value <= high else "Failed"
-            )
+        judge(metric, entry)
         results.append(entry)
     return results

@@ -1,0 +1,110 @@
+"""The contract check on real pods: the operator reads the model metadata of a Ready canary pod
+and a Ready stable pod by their pod IPs, and a canary whose model expects 5 features where
+stable expects 4 is rolled back before any client reaches it. Clients keep calling the
+ModelDeployment's Service all along, and every answer comes from the stable model.
+
+Runs on the local cluster's real node (the images built by ``make images``, models from its
+object store); skipped when the cluster has no real node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.kubectl import apply_md, condition, get
+from tests.support.onnx_models import make_classifier
+from tests.support.operator_process import OperatorProcess, wait_for
+
+pytestmark = pytest.mark.integration
+
+SMALL = {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"memory": "512Mi"}}
+
+
+@pytest.fixture
+def node_rollout(
+    cluster: Any, node_namespace: str, modeldeployment_crd: str, tmp_path: Path
+) -> Iterator[Any]:
+    """(object store, Secret name, running operator) for the test's real-node namespace."""
+    from modeldeploy.devcluster.network import NODE_NAME
+    from modeldeploy.devcluster.store import ObjectStore
+
+    node = get(cluster, "node", None, NODE_NAME)
+    if node is None or condition(node, "Ready").get("status") != "True" or cluster.images is None:
+        pytest.skip("the local cluster has no Ready real node with the built images")
+    store = ObjectStore(cluster)
+    kubeconfig = cluster.user_kubeconfig("modeldeploy-operator", ["system:masters"])
+    args = ["--namespace", node_namespace, "--standalone",
+            "--server-image", cluster.images.ref("SERVER")]  # fmt: skip
+    operator = OperatorProcess(kubeconfig, args, tmp_path / "operator.log")
+    operator.start()
+    yield store, store.grant(node_namespace), operator
+    operator.stop()
+
+
+def infer(address: str) -> int:
+    """One 4-feature request through the Service: the HTTP status (0 for no answer)."""
+    body = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [0.5] * 4}]}
+    request = urllib.request.Request(
+        f"{address}/v2/models/iris/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except OSError:
+        return 0
+
+
+def test_a_real_canary_expecting_five_features_never_reaches_a_client(
+    cluster: Any, node_namespace: str, node_rollout: Any, tmp_path: Path
+) -> None:
+    store, secret, _ = node_rollout
+    four, four_sha = store.upload(make_classifier(tmp_path / "4.onnx"), f"{node_namespace}/4.onnx")
+    five, five_sha = store.upload(
+        make_classifier(tmp_path / "5.onnx", n_features=5), f"{node_namespace}/5.onnx"
+    )
+    spec = {
+        "model": {"uri": four, "sha256": four_sha, "credentialsSecret": secret},
+        "replicas": 1,
+        "runtime": {"resources": SMALL},
+        "rollout": {"strategy": "Canary", "steps": [{"setWeight": 50}, {"pause": {}}]},
+    }
+    apply_md(cluster, node_namespace, "iris", spec)
+    ready = lambda: condition(get(cluster, "mdep", node_namespace, "iris"), "Ready").get("status")  # noqa: E731
+    wait_for(lambda: ready() == "True", 240, "the stable model Ready on the real node")
+    service = get(cluster, "service", node_namespace, "iris")
+    assert service is not None
+    address = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+
+    patch = {"spec": {"model": {"uri": five, "sha256": five_sha}}}
+    cluster.kubectl("patch", "mdep", "iris", "-n", node_namespace, "--type=merge",
+                    "-p", json.dumps(patch))  # fmt: skip
+    answers: Counter[int] = Counter()
+    deadline = time.monotonic() + 240
+    entry = None
+    while entry is None and time.monotonic() < deadline:  # a client, until the rollout ends
+        for _ in range(5):
+            answers[infer(address)] += 1
+        history = (get(cluster, "mdep", node_namespace, "iris") or {}).get("status", {}).get(
+            "history"
+        ) or []
+        entry = history[0] if history else None
+        time.sleep(0.2)
+    assert entry is not None, "the rollout did not end in 240 s"
+    assert (entry["result"], entry["reason"]) == ("RolledBack", "IncompatibleModel"), entry
+    assert "input X: shape [-1,4] -> [-1,5]" in entry["message"]
+    assert set(answers) == {200}, answers  # the canary answered no client
+    described = cluster.kubectl("describe", "mdep", "iris", "-n", node_namespace).stdout
+    assert "input X: shape [-1,4] -> [-1,5]" in described
