@@ -45,8 +45,16 @@ def _checks(analysis: Sequence[dict[str, Any]]) -> str:
     parts = []
     for r in analysis:
         value = "no data" if r.get("value") is None else f"{r['value']:.4g}"
-        bounds = ", ".join(f"{k} {r[k]:g}" for k in ("min", "max") if r.get(k) is not None)
-        parts.append(f"{r['name']} {value} ({bounds}) {r.get('result')}")
+        bounds = [f"{k} {r[k]:g}" for k in ("min", "max") if r.get(k) is not None]
+        if r.get("maxIncrease") is not None:
+            stable = r.get("stableValue")
+            bounds.append(
+                f"stable {'no data' if stable is None else f'{stable:.4g}'}, "
+                f"maxIncrease {r['maxIncrease']}"
+            )
+        if r.get("samples") is not None:
+            bounds.append(f"{r['samples']} samples")
+        parts.append(f"{r['name']} {value} ({', '.join(bounds)}) {r.get('result')}")
     return "; ".join(parts)
 
 
