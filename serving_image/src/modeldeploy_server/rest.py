@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -25,14 +24,15 @@ from .codec.v1 import decode_v1_request, encode_v1_result
 from .dataplane import DataPlane
 from .errors import (
     BadRequest,
-    ClientDisconnected,
     MethodNotAllowed,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     ServerError,
-    UnsupportedMediaType,
 )
+from .logs import LimitWarnings
 from .metrics import WorkerMetrics
+from .request_body import BodyBudget, BodyClaim, decode_content, read_body
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +134,18 @@ class RestApp:
     """The ASGI application of one worker."""
 
     def __init__(
-        self, dataplane: DataPlane, metrics: WorkerMetrics, *, max_request_bytes: int
+        self,
+        dataplane: DataPlane,
+        metrics: WorkerMetrics,
+        *,
+        max_request_bytes: int,
+        max_inflight_body_bytes: int | None = None,
+        warnings: LimitWarnings | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
+        self.budget = BodyBudget(max_inflight_body_bytes or 4 * max_request_bytes, warnings)
         self.router = Router(ROUTES)
         self._simple: dict[str, Callable[[Params, bytes | None], tuple[int, Any]]] = {
             "v1_live": lambda p, b: (200, {"status": "alive"}),
@@ -162,16 +169,17 @@ class RestApp:
             if scope["type"] == "lifespan":
                 await _lifespan(receive, send)
             return
+        claim = BodyClaim(self.budget)
         try:
             handler, params = self.router.match(scope["method"], scope["path"])
             if handler == "infer":
-                await self._infer(scope, receive, send, params, "v2")
+                await self._infer(scope, receive, send, params, "v2", claim)
             elif handler == "v1_predict":
-                await self._infer(scope, receive, send, params, "v1")
+                await self._infer(scope, receive, send, params, "v1", claim)
             else:
                 body = None
                 if scope["method"] == "POST":
-                    body = await self._read_body(scope, receive)
+                    body = await self._read_body(scope, receive, claim)
                 status, payload = self._simple[handler](params, body)
                 await _send(send, status, orjson.dumps(payload))
         except ServerError as exc:
@@ -179,6 +187,8 @@ class RestApp:
         except Exception:
             log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
             await _send(send, 500, b'{"error":"internal server error; see the server log"}')
+        finally:
+            claim.release()
 
     # -- small handlers --------------------------------------------------------------
     def _ready(self, params: Params, body: bytes | None) -> tuple[int, Any]:
@@ -213,7 +223,13 @@ class RestApp:
 
     # -- inference -------------------------------------------------------------------
     async def _infer(
-        self, scope: Scope, receive: Receive, send: Send, params: Params, protocol: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        params: Params,
+        protocol: str,
+        claim: BodyClaim,
     ) -> None:
         started = time.perf_counter()
         name = params["model"]
@@ -230,7 +246,7 @@ class RestApp:
             assert batcher is not None
             batcher.expect()
             try:
-                body = await self._read_body(scope, receive, headers)
+                body = await self._read_body(scope, receive, claim, headers)
                 if protocol == "v1":
                     request = decode_v1_request(body, self.dataplane.model_inputs(name))
                 else:
@@ -268,55 +284,16 @@ class RestApp:
             metrics.request_done(label, protocol, status, time.perf_counter() - started)
 
     async def _read_body(
-        self, scope: Scope, receive: Receive, headers: dict[bytes, bytes] | None = None
+        self,
+        scope: Scope,
+        receive: Receive,
+        claim: BodyClaim,
+        headers: dict[bytes, bytes] | None = None,
     ) -> bytes:
         if headers is None:
             headers = _headers(scope)
-        limit = self.max_request_bytes
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(
-                f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected("client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = headers.get(b"content-encoding")
-        if encoding is not None and encoding.strip().lower() != b"identity":
-            body = _decompress(body, encoding.strip().lower(), limit)
-        return body
-
-
-def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
-    if encoding == b"gzip":
-        decompressor = zlib.decompressobj(wbits=31)
-    elif encoding == b"deflate":
-        decompressor = zlib.decompressobj(wbits=15)
-    else:
-        raise UnsupportedMediaType(
-            f"Content-Encoding {encoding.decode('latin-1')!r} is not supported; "
-            "use gzip, deflate or none"
-        )
-    try:
-        data = decompressor.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"body is not valid {encoding.decode()} data: {exc}") from None
-    if len(data) > limit or decompressor.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
-    if not decompressor.eof:
-        raise BadRequest(f"body is truncated {encoding.decode()} data")
-    return data
+        body = await read_body(receive, headers, self.max_request_bytes, claim)
+        return decode_content(body, headers, self.max_request_bytes)
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -341,9 +318,11 @@ async def _send_error(send: Send, exc: ServerError) -> None:
     extra: list[tuple[bytes, bytes]] = []
     if isinstance(exc, MethodNotAllowed):
         extra.append((b"allow", ", ".join(exc.allowed).encode()))
-    if isinstance(exc, PayloadTooLarge):
-        # Stop reading a body we will not use: close instead of draining it.
+    if isinstance(exc, PayloadTooLarge | Overloaded):
+        # Stop reading a body we will not use: close (lingering) instead of draining it.
         extra.append((b"connection", b"close"))
+    if isinstance(exc, Overloaded):
+        extra.append((b"retry-after", b"1"))
     await _send(send, exc.status, orjson.dumps({"error": exc.message}), JSON, extra)
 
 

@@ -13,7 +13,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .logs import configure_logging
+from .http_limits import ConnectionLimits
+from .logs import LimitWarnings, configure_logging
 from .settings import PodIdentity, ServerSettings, cpu_limit, plan_processes
 from .supervisor import Supervisor, SupervisorOptions
 
@@ -68,6 +69,8 @@ def serve(settings: ServerSettings) -> int:
             deployment=identity.deployment,
             track=identity.track,
             shutdown_budget=settings.drain_delay + settings.graceful_timeout + 10.0,
+            header_timeout=settings.header_timeout,
+            keep_alive_timeout=settings.keep_alive_timeout,
         ),
         worker_target=worker_entry,
         # Workers bind the port the supervisor reserved (the real one when 0 was asked).
@@ -127,12 +130,22 @@ def worker_entry(settings: ServerSettings, index: int, threads: int, control: Co
         graceful_timeout=settings.graceful_timeout,
         keep_alive_timeout=settings.keep_alive_timeout,
         access_log=settings.access_log,
+        limits=connection_limits(settings),
     )
     code = run_worker(options, control, lambda: build_worker(settings, index, threads))
     logging.shutdown()
     # Exit now: an inference thread still running after the grace period must not hold
     # the process (threads cannot be interrupted; the interpreter would wait for them).
     os._exit(code)
+
+
+def connection_limits(settings: ServerSettings) -> ConnectionLimits:
+    """The connection limits of the inference port."""
+    return ConnectionLimits(
+        max_connections=settings.max_connections,
+        header_timeout=settings.header_timeout,
+        min_body_rate=float(settings.min_body_rate),
+    )
 
 
 def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
@@ -146,7 +159,8 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
     from .worker import WorkerCallbacks
 
     name = settings.served_name()
-    metrics = WorkerMetrics(index)
+    warnings = LimitWarnings(logging.getLogger("modeldeploy_server.limits"))
+    metrics = WorkerMetrics(index, warnings.counts)
     dataplane = DataPlane(
         ModelSlot(name, settings.model_version),
         metrics,
@@ -158,7 +172,13 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
         QualityOptions(policy=settings.quality_policy, window=settings.drift_window),
     )
     dataplane.peers_ready = False  # until the supervisor says every worker has the model
-    app = RestApp(dataplane, metrics, max_request_bytes=settings.max_request_bytes)
+    app = RestApp(
+        dataplane,
+        metrics,
+        max_request_bytes=settings.max_request_bytes,
+        max_inflight_body_bytes=settings.inflight_body_bytes(),
+        warnings=warnings,
+    )
     identity = ModelIdentity(
         uri=settings.model_uri or "",
         sha256=settings.sha256 or "",
@@ -202,4 +222,5 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
         control=control,
         drain=dataplane.start_draining,
         close=dataplane.close,
+        warnings=warnings,
     )

@@ -17,17 +17,16 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from .metrics import aggregate, render
+from .metrics_endpoint import MetricsEndpoint, bind_metrics_socket
 from .worker import listen_socket
 
 log = logging.getLogger(__name__)
@@ -86,6 +85,8 @@ class SupervisorOptions:
     track: str
     shutdown_budget: float
     """Seconds a worker may take to drain before it is killed."""
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 75.0
 
 
 class Supervisor:
@@ -105,6 +106,7 @@ class Supervisor:
         self.processes: list[BaseProcess] = []
         self.channels: list[_Channel] = []
         self.stopping = threading.Event()
+        self.metrics_warnings: dict[str, int] = {}
         self.stop_deadline: float | None = None
 
     def run(self) -> int:
@@ -117,11 +119,19 @@ class Supervisor:
             log.error("cannot bind the HTTP port %s:%s: %s", opts.host, opts.http_port, exc)
             return 1
         try:
-            metrics_server = self._start_metrics_server()
+            metrics_socket = bind_metrics_socket(opts.host, opts.metrics_port)
         except OSError as exc:
             log.error("cannot bind the metrics port %s:%s: %s", opts.host, opts.metrics_port, exc)
             reserved.close()
             return 1
+        metrics = MetricsEndpoint(
+            metrics_socket,
+            self.scrape,
+            header_timeout=opts.header_timeout,
+            keep_alive_timeout=opts.keep_alive_timeout,
+        )
+        self.metrics_warnings = metrics.warnings.counts
+        metrics.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         context = multiprocessing.get_context("spawn")
@@ -141,7 +151,7 @@ class Supervisor:
             extra={
                 "fields": {
                     "http": f"{opts.host}:{reserved.getsockname()[1]}",
-                    "metrics": f"{opts.host}:{metrics_server.server_address[1]}",
+                    "metrics": f"{opts.host}:{metrics.port}",
                     "workers": opts.workers,
                 }
             },
@@ -150,8 +160,7 @@ class Supervisor:
         try:
             return self._wait()
         finally:
-            metrics_server.shutdown()
-            metrics_server.server_close()
+            metrics.stop()
             reserved.close()
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -227,38 +236,7 @@ class Supervisor:
             for channel, process in zip(self.channels, self.processes, strict=True)
             if process.exitcode is None and (snap := channel.snapshot(SCRAPE_TIMEOUT)) is not None
         ]
-        return render(aggregate(snapshots), self.options.deployment, self.options.track, accept)
-
-    def _start_metrics_server(self) -> ThreadingHTTPServer:
-        supervisor = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                if self.path.split("?", 1)[0] not in ("/metrics", "/"):
-                    self._reply(404, b'{"error":"not found; metrics are at /metrics"}',
-                                "application/json")  # fmt: skip
-                    return
-                body, content_type = supervisor.scrape(self.headers.get("Accept"))
-                self._reply(200, body, content_type)
-
-            def _reply(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        family = socket.AF_INET6 if ":" in self.options.host else socket.AF_INET
-
-        class Server(ThreadingHTTPServer):
-            address_family = family
-            daemon_threads = True
-
-        server = Server((self.options.host, self.options.metrics_port), Handler)
-        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-        return server
+        data = aggregate(snapshots)
+        for limit, hits in list(self.metrics_warnings.items()):
+            data.limit_hits[("metrics", limit)] = hits
+        return render(data, self.options.deployment, self.options.track, accept)

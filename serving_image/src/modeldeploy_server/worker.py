@@ -19,70 +19,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .http_limits import ConnectionGuard, ConnectionLimits
+from .http_protocol import protocol_class
+from .logs import LimitWarnings
 
 log = logging.getLogger(__name__)
-
-
-class _CoalescingTransport:
-    """A transport whose writes leave together: one send() per response, not two.
-
-    uvicorn writes a response's head and body separately; each write is a system call.
-    Writes are held until the response completes (the protocol flushes then) and, as a
-    fallback for anything else (100-continue), until the next turn of the loop.
-    """
-
-    __slots__ = ("_buffer", "_loop", "_scheduled", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._buffer: list[bytes] = []
-        self._scheduled = False
-
-    def write(self, data: bytes) -> None:
-        self._buffer.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        if self._buffer:
-            data = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-            self._buffer.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class ServerHttpProtocol(HttpToolsProtocol):
-    """httptools' protocol with one write per response, and JSON bodies even for requests
-    it cannot parse."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.transport = _CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
-
-    def on_response_complete(self) -> None:
-        self.transport.flush()  # type: ignore[attr-defined]
-        super().on_response_complete()
-
-    def send_400_response(self, msg: str) -> None:
-        body = orjson.dumps({"error": f"malformed HTTP request: {msg}"})
-        self.transport.write(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
-        )
-        self.transport.close()
 
 
 def listen_socket(host: str, port: int, *, exclusive_check: bool = False) -> socket.socket:
@@ -105,7 +48,7 @@ def listen_socket(host: str, port: int, *, exclusive_check: bool = False) -> soc
     return sock
 
 
-class _Server(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: the worker installs its own."""
 
     @contextlib.contextmanager
@@ -126,6 +69,8 @@ class WorkerCallbacks:
     """Readiness turns false."""
     close: Callable[[], None]
     """After the server stopped: release the model."""
+    warnings: LimitWarnings
+    """Where connection limits are counted and logged (the app's own limits go there too)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +83,7 @@ class WorkerOptions:
     graceful_timeout: float
     keep_alive_timeout: float
     access_log: bool
+    limits: ConnectionLimits
 
 
 def run_worker(
@@ -154,9 +100,15 @@ async def _serve(
 ) -> int:
     loop = asyncio.get_running_loop()
     callbacks = make()
+    guard = ConnectionGuard(options.limits, "http", callbacks.warnings)
+    if guard.cap < options.limits.max_connections:
+        log.warning(
+            "connection cap lowered to fit the open-file limit",
+            extra={"fields": {"max_connections": guard.cap}},
+        )
     config = uvicorn.Config(
         callbacks.app,
-        http=ServerHttpProtocol,
+        http=protocol_class(guard),
         lifespan="off",
         access_log=options.access_log,
         log_config=None,
@@ -165,7 +117,7 @@ async def _serve(
         timeout_graceful_shutdown=int(max(1, round(options.graceful_timeout))),
         backlog=2048,
     )
-    server = _Server(config)
+    server = QuietServer(config)
     stopping = False
 
     def stop(reason: str) -> None:

@@ -19,6 +19,8 @@ NAMES = {
     "modeldeploy_model_load_duration_seconds",
     "modeldeploy_model_info",
     "modeldeploy_worker_resident_memory_bytes",
+    "modeldeploy_http_limit_hits",
+    "modeldeploy_worker_restarts",
 }
 
 
