@@ -7,10 +7,12 @@ carries no traceback; the traceback goes to the log).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import orjson
 
@@ -21,9 +23,10 @@ from .codec.infer import (
     parse_header_length,
 )
 from .codec.v1 import decode_v1_request, encode_v1_result
-from .dataplane import DataPlane
+from .dataplane import DataPlane, ModelSlot
 from .errors import (
     BadRequest,
+    ClientDisconnected,
     MethodNotAllowed,
     NotFound,
     Overloaded,
@@ -33,6 +36,7 @@ from .errors import (
 from .logs import LimitWarnings
 from .metrics import WorkerMetrics
 from .request_body import BodyBudget, BodyClaim, decode_content, read_body
+from .tensors import InferRequest
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Params = dict[str, str]
+T = TypeVar("T")
+
+INLINE_DECODE_BYTES = 256 * 1024
+"""Bodies up to this size are decoded on the event loop (well under a millisecond); larger
+or compressed ones in the decode thread."""
 
 # Every route the server answers: (method, path template, handler name).
 # "{name}" matches one path segment; "{name}:suffix" one segment ending in ":suffix".
@@ -146,6 +155,10 @@ class RestApp:
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
         self.budget = BodyBudget(max_inflight_body_bytes or 4 * max_request_bytes, warnings)
+        # One thread: big decodes wait for each other instead of all competing with the
+        # event loop for the interpreter at once. Started now, not from the loop later.
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self._decoder.submit(int).result()
         self.router = Router(ROUTES)
         self._simple: dict[str, Callable[[Params, bytes | None], tuple[int, Any]]] = {
             "v1_live": lambda p, b: (200, {"status": "alive"}),
@@ -246,18 +259,16 @@ class RestApp:
             assert batcher is not None
             batcher.expect()
             try:
-                body = await self._read_body(scope, receive, claim, headers)
-                if protocol == "v1":
-                    request = decode_v1_request(body, self.dataplane.model_inputs(name))
-                else:
-                    length = headers.get(b"inference-header-content-length")
-                    header_length = parse_header_length(
-                        None if length is None else length.decode("latin-1"), len(body)
+                body = await read_body(receive, headers, self.max_request_bytes, claim)
+                if len(body) <= INLINE_DECODE_BYTES and b"content-encoding" not in headers:
+                    request = self._decode(protocol, body, headers, slot)
+                else:  # a big decode in the loop would stall every connection of the worker
+                    request = await asyncio.get_running_loop().run_in_executor(
+                        self._decoder, self._decode, protocol, body, headers, slot
                     )
-                    request = decode_infer_request(body, header_length)
             finally:
                 batcher.arrived()
-            result = await self.dataplane.infer(slot, request)
+            result = await _unless_disconnected(receive, self.dataplane.infer(slot, request))
             if protocol == "v1":
                 rows = request.inputs[0].array.shape[0] if request.inputs[0].array.ndim else 1
                 await _send(send, 200, encode_v1_result(result, rows))
@@ -283,6 +294,18 @@ class RestApp:
         finally:
             metrics.request_done(label, protocol, status, time.perf_counter() - started)
 
+    def _decode(
+        self, protocol: str, body: bytes, headers: dict[bytes, bytes], slot: ModelSlot
+    ) -> InferRequest:
+        body = decode_content(body, headers, self.max_request_bytes)
+        if protocol == "v1":
+            return decode_v1_request(body, self.dataplane.model_inputs(slot.name))
+        length = headers.get(b"inference-header-content-length")
+        header_length = parse_header_length(
+            None if length is None else length.decode("latin-1"), len(body)
+        )
+        return decode_infer_request(body, header_length, slot.signature)
+
     async def _read_body(
         self,
         scope: Scope,
@@ -294,6 +317,35 @@ class RestApp:
             headers = _headers(scope)
         body = await read_body(receive, headers, self.max_request_bytes, claim)
         return decode_content(body, headers, self.max_request_bytes)
+
+
+async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+    """Await ``work``, unless the client goes first: then the request's task is cancelled
+    (a request still queued for the model leaves the queue, see ``Batcher``) and the
+    request ends as 499. The body has been read, so ``receive`` only waits for a
+    disconnect."""
+    task = asyncio.current_task()
+    assert task is not None
+    watcher = asyncio.ensure_future(receive())
+    gone = False
+
+    def on_message(done: asyncio.Future[Message]) -> None:
+        nonlocal gone
+        if not done.cancelled() and done.result().get("type") == "http.disconnect":
+            gone = True
+            task.cancel()
+
+    watcher.add_done_callback(on_message)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone:
+            task.uncancel()
+            raise ClientDisconnected("client disconnected while its request waited") from None
+        raise
+    finally:
+        watcher.remove_done_callback(on_message)
+        watcher.cancel()
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

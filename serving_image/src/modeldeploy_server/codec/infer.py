@@ -1,8 +1,10 @@
 """Open Inference Protocol v2 infer requests and responses, JSON and binary.
 
 ``decode_infer_request`` checks everything the protocol alone can check (structure,
-names, datatypes, shapes against data, binary sizes); checks against the model's
-signature are the data plane's.
+names, datatypes, shapes against data, binary sizes) and, given the model's ``Signature``,
+each input's name, datatype and shape and the number of inputs and outputs, before any
+tensor data is decoded: 400 k inputs, 2 M outputs or 16 M BYTES elements for an FP32 input
+are refused for the price of reading their names. The data plane checks the rest.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 import orjson
 
 from ..errors import BadRequest
-from ..tensors import InferRequest, InferResult, RequestedOutput, Tensor
+from ..tensors import InferRequest, InferResult, RequestedOutput, Signature, Tensor
 from .binary import binary_data, decode_binary_data
 from .datatypes import DATATYPES
 from .json_tensors import decode_json_data, json_data, json_type, validate_shape
@@ -62,8 +64,11 @@ def _flag(parameters: dict[str, Any] | None, key: str, what: str) -> bool | None
     return value
 
 
-def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest:
-    """Decode a v2 infer body (JSON, or JSON header plus binary tensors)."""
+def decode_infer_request(
+    body: bytes, header_length: int | None, signature: Signature | None = None
+) -> InferRequest:
+    """Decode a v2 infer body (JSON, or JSON header plus binary tensors), checked against
+    ``signature`` on the way when it is given."""
     if header_length is None:
         doc = load_json_object(body)
         tail = _EMPTY
@@ -76,6 +81,9 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
     raw_inputs = doc.get("inputs")
     if type(raw_inputs) is not list or not raw_inputs:
         raise BadRequest("'inputs' must be a non-empty array of input tensors")
+    if signature is not None:
+        signature.check_input_count(len(raw_inputs))
+    outputs = _decode_outputs(doc.get("outputs"), signature)
     inputs: list[Tensor] = []
     seen: set[str] = set()
     offset = 0
@@ -89,12 +97,16 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
         if name in seen:
             raise BadRequest(f"{what} appears more than once")
         seen.add(name)
+        if signature is not None:
+            signature.check_input(name, None, None)
         datatype = raw.get("datatype")
         if type(datatype) is not str or datatype not in DATATYPES:
             raise BadRequest(
                 f"{what}: 'datatype' {datatype!r} is not one of {', '.join(sorted(DATATYPES))}"
             )
         shape, count = validate_shape(raw.get("shape"), what, max_elements)
+        if signature is not None:
+            signature.check_input(name, datatype, tuple(shape))
         parameters = _parameters(raw.get("parameters"), what)
         size = parameters.get("binary_data_size") if parameters else None
         if size is None:
@@ -130,16 +142,20 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
         inputs=inputs,
         id=request_id,
         parameters=parameters,
-        outputs=_decode_outputs(doc.get("outputs")),
+        outputs=outputs,
         binary_output=binary_output,
     )
 
 
-def _decode_outputs(raw_outputs: object) -> list[RequestedOutput] | None:
+def _decode_outputs(
+    raw_outputs: object, signature: Signature | None
+) -> list[RequestedOutput] | None:
     if raw_outputs is None or raw_outputs == []:
         return None  # none named: every output, as when "outputs" is absent
     if type(raw_outputs) is not list:
         raise BadRequest(f"'outputs' must be an array, got {json_type(raw_outputs)}")
+    if signature is not None:
+        signature.check_output_count(len(raw_outputs))
     outputs: list[RequestedOutput] = []
     seen: set[str] = set()
     for position, raw in enumerate(raw_outputs):
@@ -151,6 +167,8 @@ def _decode_outputs(raw_outputs: object) -> list[RequestedOutput] | None:
         if name in seen:
             raise BadRequest(f"output '{name}' is requested more than once")
         seen.add(name)
+        if signature is not None:
+            signature.check_output(name)
         what = f"output '{name}'"
         parameters = _parameters(raw.get("parameters"), what)
         if parameters and "classification" in parameters:
