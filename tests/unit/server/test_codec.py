@@ -465,3 +465,9 @@ SIGNATURE = Signature.of(
 def test_the_signature_is_checked_before_any_data(doc: dict[str, object], message: str) -> None:
     with pytest.raises(BadRequest, match=re.escape(message)):
         decode_infer_request(orjson.dumps(doc), None, SIGNATURE)
+
+
+def test_header_length_takes_ascii_digits_only() -> None:
+    for value in ("\u00b2", "\u0663", "1\u00b2"):
+        with pytest.raises(BadRequest, match="must be an integer"):
+            parse_header_length(value, 100)

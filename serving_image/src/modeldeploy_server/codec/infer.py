@@ -26,7 +26,7 @@ def parse_header_length(value: str | None, body_length: int) -> int | None:
     """Validate ``Inference-Header-Content-Length`` against the body."""
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # str.isdigit() also takes "²" or "٣"
         raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {value!r}")
     length = int(value)
     if length == 0 or length > body_length:
