@@ -96,6 +96,7 @@ class DataPlane:
         self.batching = batching
         self.quality = quality or QualityOptions()
         self.draining = False
+        self._settled = asyncio.Event()
         self.peers_ready = True
         """False while other workers of the same server may still be loading (the
         supervisor sets it): readiness is the pod's, not one worker's."""
@@ -149,6 +150,7 @@ class DataPlane:
         )
         slot.state = ModelState.READY
         slot.reason = ""
+        self._settled.set()
         log.info(
             "model ready",
             extra={
@@ -168,7 +170,13 @@ class DataPlane:
         """The model cannot be served; readiness stays false and says why."""
         self.slot.state = ModelState.FAILED
         self.slot.reason = reason
+        self._settled.set()
         log.error("model not served: %s", reason, extra={"fields": {"model": self.slot.name}})
+
+    async def settled(self) -> bool:
+        """Wait until the model is loaded (True) or has failed to load (False)."""
+        await self._settled.wait()
+        return self.slot.state is ModelState.READY
 
     def start_draining(self) -> None:
         """Readiness turns false; requests still in flight (and new ones) are served."""

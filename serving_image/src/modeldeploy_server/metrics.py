@@ -163,6 +163,25 @@ class Aggregate:
     """(listener, limit) -> hits; the supervisor adds its metrics port's."""
     worker_restarts: int = 0
 
+    @classmethod
+    def empty(cls) -> Aggregate:
+        return cls({}, {}, {}, {}, {}, {}, {}, {}, {})
+
+    def absorb(self, other: Aggregate) -> None:
+        """Add ``other``'s counters and histograms (those of retired workers) to these."""
+        for key, value in other.requests.items():
+            self.requests[key] = self.requests.get(key, 0) + value
+        for mine, theirs in (
+            (self.request_duration, other.request_duration),
+            (self.inference_duration, other.inference_duration),
+            (self.queue_duration, other.queue_duration),
+            (self.batch_size, other.batch_size),
+        ):
+            _add_histograms(mine, [(key, counts, total) for key, (counts, total) in theirs.items()])
+        for hit, value in other.limit_hits.items():
+            self.limit_hits[hit] = self.limit_hits.get(hit, 0) + value
+        self.quality.absorb(other.quality)
+
 
 def _add_histograms(
     target: dict[Any, tuple[list[int], float]], items: list[tuple[Any, list[int], float]]
@@ -198,7 +217,7 @@ _COUNTERS = (
 
 def aggregate(snapshots: Iterable[dict[str, Any]]) -> Aggregate:
     """Sum counters, histograms and in-flight gauges; take the max of per-worker facts."""
-    result = Aggregate({}, {}, {}, {}, {}, {}, {}, {}, {})
+    result = Aggregate.empty()
     for snap in snapshots:
         for key, value in snap["requests"]:
             result.requests[key] = result.requests.get(key, 0) + value

@@ -71,6 +71,8 @@ def serve(settings: ServerSettings) -> int:
             shutdown_budget=settings.drain_delay + settings.graceful_timeout + 10.0,
             header_timeout=settings.header_timeout,
             keep_alive_timeout=settings.keep_alive_timeout,
+            heartbeat_timeout=settings.worker_heartbeat_timeout,
+            max_restarts=settings.max_worker_restarts,
         ),
         worker_target=worker_entry,
         # Workers bind the port the supervisor reserved (the real one when 0 was asked).
@@ -114,8 +116,15 @@ def resolve_model(settings: ServerSettings) -> tuple[str, Any]:
     return "load", files
 
 
-def worker_entry(settings: ServerSettings, index: int, threads: int, control: Connection) -> None:
-    """Process target of one worker."""
+def worker_entry(
+    settings: ServerSettings,
+    index: int,
+    threads: int,
+    control: Connection,
+    heartbeat: Any,
+    replacement: bool,
+) -> None:
+    """Process target of one worker (``replacement``: started in place of a dead one)."""
     from .worker import WorkerOptions, run_worker
 
     name = settings.served_name()
@@ -131,8 +140,10 @@ def worker_entry(settings: ServerSettings, index: int, threads: int, control: Co
         keep_alive_timeout=settings.keep_alive_timeout,
         access_log=settings.access_log,
         limits=connection_limits(settings),
+        heartbeat_interval=min(1.0, settings.worker_heartbeat_timeout / 4),
+        listen_once_loaded=replacement,
     )
-    code = run_worker(options, control, lambda: build_worker(settings, index, threads))
+    code = run_worker(options, control, heartbeat, lambda: build_worker(settings, index, threads))
     logging.shutdown()
     # Exit now: an inference thread still running after the grace period must not hold
     # the process (threads cannot be interrupted; the interpreter would wait for them).
@@ -223,4 +234,5 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
         drain=dataplane.start_draining,
         close=dataplane.close,
         warnings=warnings,
+        loaded=dataplane.settled,
     )

@@ -70,6 +70,8 @@ class ServerSettings(BaseModel):
     max_inflight_body_bytes: int | None = Field(
         None, ge=1024, description="request body bytes held at once per worker"
     )
+    worker_heartbeat_timeout: float = Field(10.0, ge=0.5, le=3600)
+    max_worker_restarts: int = Field(5, ge=0, le=10_000)
     model_cache_dir: str = str(Path(tempfile.gettempdir()) / "modeldeploy-models")
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -14,7 +14,8 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable, Generator
+import time
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -69,6 +70,8 @@ class WorkerCallbacks:
     """Readiness turns false."""
     close: Callable[[], None]
     """After the server stopped: release the model."""
+    loaded: Callable[[], Awaitable[bool]]
+    """Waits until the model is loaded (True) or failed to load (False)."""
     warnings: LimitWarnings
     """Where connection limits are counted and logged (the app's own limits go there too)."""
 
@@ -84,22 +87,41 @@ class WorkerOptions:
     keep_alive_timeout: float
     access_log: bool
     limits: ConnectionLimits
+    heartbeat_interval: float = 1.0
+    listen_once_loaded: bool = False
+    """Bind the port only once the model is loaded (a replacement for a dead worker)."""
 
 
 def run_worker(
-    options: WorkerOptions, control: Connection, make: Callable[[], WorkerCallbacks]
+    options: WorkerOptions,
+    control: Connection,
+    heartbeat: Any,
+    make: Callable[[], WorkerCallbacks],
 ) -> int:
-    """Run until SIGTERM/SIGINT or the supervisor disappears; returns the exit code."""
+    """Run until SIGTERM/SIGINT or the supervisor disappears; returns the exit code.
+
+    ``heartbeat`` is a shared double the event loop sets to ``time.monotonic()`` every
+    ``heartbeat_interval`` seconds: the supervisor replaces a worker whose loop stops.
+    """
     import uvloop
 
-    return uvloop.run(_serve(options, control, make))
+    return uvloop.run(_serve(options, control, heartbeat, make))
 
 
 async def _serve(
-    options: WorkerOptions, control: Connection, make: Callable[[], WorkerCallbacks]
+    options: WorkerOptions,
+    control: Connection,
+    heartbeat: Any,
+    make: Callable[[], WorkerCallbacks],
 ) -> int:
     loop = asyncio.get_running_loop()
     callbacks = make()
+
+    def beat() -> None:
+        heartbeat.value = time.monotonic()
+        loop.call_later(options.heartbeat_interval, beat)
+
+    beat()
     guard = ConnectionGuard(options.limits, "http", callbacks.warnings)
     if guard.cap < options.limits.max_connections:
         log.warning(
@@ -147,12 +169,26 @@ async def _serve(
             stop("supervisor gone")
 
     loop.add_reader(control.fileno(), on_control)
+    callbacks.start()
+    if options.listen_once_loaded:
+        # A replacement: the other workers serve meanwhile; a connection the kernel gave
+        # this one while it loads would only get 503.
+        waiting = asyncio.ensure_future(callbacks.loaded())
+        while not waiting.done() and not stopping:
+            await asyncio.wait({waiting}, timeout=0.1)
+        if stopping:
+            waiting.cancel()
+            callbacks.close()
+            return 0
+        if not waiting.result():
+            log.error("the model did not load in this replacement worker; exiting")
+            callbacks.close()
+            return 1
     try:
         sock = listen_socket(options.host, options.port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", options.host, options.port, exc)
         return 1
-    callbacks.start()
     try:
         await server.serve(sockets=[sock])
     finally:
