@@ -208,7 +208,7 @@ def fetch(
     temporary = Path(handle.name)
     try:
         with handle:
-            fields = {"uri": _redact(uri), "dest": str(target)}
+            fields = {"uri": redact_uri(uri), "dest": str(target)}
             log.info(f"fetching {what}", extra={"fields": fields})
             if source_path is not None:
                 digest = _copy_local(source_path, uri, handle)
@@ -219,13 +219,13 @@ def fetch(
         actual = digest.hexdigest()
         if expected and actual != expected:
             raise DigestMismatch(
-                f"sha256 mismatch for {_redact(uri)}: expected {expected}, got {actual}; "
+                f"sha256 mismatch for {redact_uri(uri)}: expected {expected}, got {actual}; "
                 "nothing placed"
             )
         if not expected:
             log.warning(
                 f"no sha256 given: the {what} is not verified",
-                extra={"fields": {"uri": _redact(uri), "sha256": actual}},
+                extra={"fields": {"uri": redact_uri(uri), "sha256": actual}},
             )
         os.replace(temporary, target)
         _fsync_dir(dest_dir)
@@ -296,7 +296,7 @@ def _download(
     attempts: int,
     sleep: Callable[[float], None],
 ) -> Hasher:
-    redacted = _redact(uri)
+    redacted = redact_uri(uri)
     reason = ""
     for attempt in range(1, attempts + 1):
         request = _request(uri, env)  # signed again each attempt: SigV4 dates expire
@@ -354,11 +354,16 @@ def _http_problem(uri: str, exc: urllib.error.HTTPError) -> FetchError:
     return FetchError(message)
 
 
-def _redact(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.password is None and not parts.query:
-        return uri
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return parts._replace(netloc=netloc, query="").geturl()
+def redact_uri(uri: str) -> str:
+    """``uri`` without what may be a secret: the user information (``user:password@``, or a
+    token as the user) and the query (presigned URLs carry their signature there)."""
+    try:
+        parts = urlsplit(uri)
+        if parts.username is None and not parts.query and not parts.fragment:
+            return uri
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+    except ValueError:  # not parseable (a bad port): show only the scheme
+        return uri.split(":", 1)[0] + "://(redacted)" if "://" in uri else "(redacted)"
+    return parts._replace(netloc=netloc, query="", fragment="").geturl()

@@ -13,6 +13,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from .fetch import redact_uri
 from .http_limits import ConnectionLimits
 from .logs import LimitWarnings, configure_logging
 from .settings import PodIdentity, ServerSettings, cpu_limit, plan_processes
@@ -49,13 +50,13 @@ def serve(settings: ServerSettings) -> int:
         extra={
             "fields": {
                 "model": name,
-                "uri": settings.model_uri,
+                "uri": redact_uri(settings.model_uri or ""),
                 "cpu_limit": cpus,
                 "workers": workers,
                 "threads_per_worker": threads,
                 "max_batch_size": settings.max_batch_size,
                 "max_batch_delay_ms": settings.max_batch_delay_ms,
-                "profile_uri": settings.profile_uri,
+                "profile_uri": redact_uri(settings.profile_uri) if settings.profile_uri else None,
                 "quality_policy": settings.quality_policy if settings.profile_uri else None,
             }
         },
@@ -191,7 +192,7 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
         warnings=warnings,
     )
     identity = ModelIdentity(
-        uri=settings.model_uri or "",
+        uri=redact_uri(settings.model_uri or ""),
         sha256=settings.sha256 or "",
         version=settings.model_version or "",
     )
@@ -211,7 +212,8 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
                 try:
                     profile = read_profile(Path(value["profile"]), sha256=settings.profile_sha256)
                 except ProfileError as exc:
-                    dataplane.fail(f"training profile {settings.profile_uri}: {exc}")
+                    where = redact_uri(settings.profile_uri or "")
+                    dataplane.fail(f"training profile {where}: {exc}")
                     return None
             model = OnnxModel(
                 name,

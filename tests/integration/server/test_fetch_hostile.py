@@ -6,6 +6,7 @@ fetch is the real CLI in a subprocess: what a source receives is recorded by the
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -17,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from tests.conftest import CRD_FILE
 
-from .conftest import SERVER
+from .conftest import SERVER, ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +134,29 @@ def test_the_variable_the_crd_names_for_https_credentials_is_the_one_fetch_sends
                        env={named.group(1): "Bearer t0k"})  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "model.onnx").read_bytes() == PAYLOAD
+
+
+def test_secrets_in_the_model_uri_reach_no_log_line_and_no_metric(
+    models: dict[str, Path], sources: Callable[[], Source], new_server: Any, tmp_path: Path
+) -> None:
+    origin = sources()
+    model = models["regressor"].read_bytes()
+    expected = "Basic " + base64.b64encode(b"reader:s3cr3t-pass").decode()
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        authorized = handler.headers.get("Authorization") == expected
+        send(handler, 200 if authorized else 401, model if authorized else b"who?")
+
+    origin.routes["/regressor.onnx"] = route
+    port = origin.url.rsplit(":", 1)[1]
+    uri = (f"http://reader:s3cr3t-pass@127.0.0.1:{port}/regressor.onnx"
+           "?X-Amz-Credential=AKIDEXAMPLE&X-Amz-Signature=f00dfeed")  # fmt: skip
+    server: ServerProcess = new_server(uri, "--model-cache-dir", str(tmp_path / "cache"),
+                                       name="reg")  # fmt: skip
+    server.wait_ready()
+    metrics = requests.get(server.metrics_url, timeout=10).text
+    assert f'uri="http://127.0.0.1:{port}/regressor.onnx"' in metrics
+    log = server.log()
+    assert f'"uri":"http://127.0.0.1:{port}/regressor.onnx"' in log  # the "starting" line
+    for secret in ("s3cr3t-pass", "reader", "AKIDEXAMPLE", "f00dfeed"):
+        assert secret not in log and secret not in metrics, secret
