@@ -27,8 +27,13 @@ FETCH_EXIT_CODES = """exit codes:
   0  placed (or already present with the expected digest)
   1  other failure          2  usage error
   3  not found              4  access denied
-  5  sha256 mismatch        6  source unavailable after retries
+  5  sha256 mismatch        6  source unavailable after retries, or --timeout reached
   7  invalid URI            8  local I/O error (destination not writable, disk full)
+  9  larger than --max-bytes
+ 10  redirect refused (not http(s), https to http, more than 5)
+
+Credentials (Authorization, S3 signature headers) go only to the origin given; a redirect
+to another host is followed without them.
 """
 
 
@@ -111,7 +116,18 @@ def _fetch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--profile-sha256", help="expected hex digest of the profile")
     p.add_argument("--profile-filename", default="model.profile.json",
                    help="name of the placed profile file")  # fmt: skip
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per network operation")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds the download of each file may take in all, retries included "
+                   "(default 600)")  # fmt: skip
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=30.0,
+        help="seconds one network operation (connect, a read) may take (default 30)",
+    )
+    p.add_argument("--max-bytes", type=int, default=2 * 1024**3,
+                   help="refuse a file larger than this, before or while downloading it "
+                   "(default 2 GiB, the largest single-file ONNX model)")  # fmt: skip
     p.add_argument("--attempts", type=int, default=5, help="tries for transient failures")
     p.add_argument("--log-format", choices=["json", "text"], default=None)
 
@@ -170,8 +186,8 @@ def _fetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error(f"{flag} must be 64 hexadecimal characters")
     if profile_sha256 is not None and not profile_uri:
         parser.error("--profile-sha256 is given without --profile-uri")
-    if args.attempts < 1 or args.timeout <= 0:
-        parser.error("--attempts must be >= 1 and --timeout > 0")
+    if args.attempts < 1 or args.timeout <= 0 or args.read_timeout <= 0 or args.max_bytes < 1:
+        parser.error("--attempts, --timeout, --read-timeout and --max-bytes must be positive")
     configure_logging(log_format, "info", {"command": "fetch"})
     log = logging.getLogger("modeldeploy_server.fetch")
     jobs = [
@@ -182,7 +198,8 @@ def _fetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         for what, source, digest, filename in jobs:
             if source:
                 fetch(source, Path(dest), sha256=digest, filename=filename,
-                      timeout=args.timeout, attempts=args.attempts, what=what)  # fmt: skip
+                      timeout=args.timeout, read_timeout=args.read_timeout,
+                      attempts=args.attempts, max_bytes=args.max_bytes, what=what)  # fmt: skip
     except FetchError as exc:
         log.error(str(exc), extra={"fields": {"error": exc.kind, "exit_code": exc.exit_code}})
         return exc.exit_code

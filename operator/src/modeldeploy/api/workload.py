@@ -97,7 +97,8 @@ class ModelSource(ApiModel):
         description="Name of a Secret in the same namespace whose keys become environment "
         "variables of the model download (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
         "AWS_SESSION_TOKEN, AWS_ENDPOINT_URL for s3; MODELDEPLOY_HTTP_AUTHORIZATION, sent as "
-        "the Authorization header, for http(s)).",
+        "the Authorization header, for http(s)). Credentials go only to the model's origin, "
+        "never to a redirect target on another host.",
     )
     profile: ModelProfile | None = Field(
         default=None,
