@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ FETCH_EXIT_CODES = """exit codes:
   7  invalid URI            8  local I/O error (destination not writable, disk full)
   9  larger than --max-bytes
  10  redirect refused (not http(s), https to http, more than 5)
+143  interrupted by SIGTERM/SIGINT (the partial file is removed)
 
 Credentials (Authorization, S3 signature headers) go only to the origin given; a redirect
 to another host is followed without them.
@@ -169,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .fetch import FetchError, fetch, is_sha256
+    from .fetch import FetchError, Interrupted, fetch, is_sha256
     from .logs import configure_logging
 
     env = os.environ
@@ -194,6 +196,13 @@ def _fetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         ("model", uri, sha256, args.filename),
         ("profile", profile_uri, profile_sha256, args.profile_filename),
     ]
+
+    def interrupted(signum: int, frame: object) -> None:
+        # Unwinds the fetch, whose cleanup removes the partial file.
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}; partial file removed")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupted)
     try:
         for what, source, digest, filename in jobs:
             if source:

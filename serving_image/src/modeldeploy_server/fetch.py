@@ -7,8 +7,11 @@ for remote ``--model-uri``. Sources: ``file://`` or a plain path, ``pvc://claim/
 and ``s3://bucket/key`` (see ``s3``); retries, the deadline, the size cap and the redirect
 policy are ``fetch_http``'s.
 
-The bytes go to a hidden ``.partial`` file beside the destination; only when the digest
-matches is it renamed into place, so a reader never sees a partial or wrong model.
+The bytes go to a hidden ``.partial`` file beside the destination, locked while it is
+written; only when the digest matches is it renamed into place, so a reader never sees a
+partial or wrong model. SIGTERM or SIGINT during a fetch removes the partial file (the CLI
+turns them into ``Interrupted``), and each fetch first removes the partial files that no
+running fetch holds (left by a SIGKILL, an OOM kill, a power cut).
 
 Exit codes of ``modeldeploy-server fetch`` (``FetchError.exit_code``):
 
@@ -24,12 +27,14 @@ Exit codes of ``modeldeploy-server fetch`` (``FetchError.exit_code``):
 8    local I/O error (destination not writable, disk full)
 9    larger than --max-bytes
 10   redirect refused (to another scheme than http(s), https to http, too many)
+143  interrupted by SIGTERM or SIGINT (the partial file is removed)
 ==== ===================================================================
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -45,6 +50,7 @@ from .fetch_errors import (
     AccessDenied,
     DigestMismatch,
     FetchError,
+    Interrupted,
     InvalidUri,
     LocalIOError,
     RedirectRefused,
@@ -58,6 +64,7 @@ __all__ = [
     "AccessDenied",
     "DigestMismatch",
     "FetchError",
+    "Interrupted",
     "InvalidUri",
     "LocalIOError",
     "RedirectRefused",
@@ -153,6 +160,7 @@ def fetch(
         if expected and target.is_file() and file_sha256(target) == expected:
             log.info(f"{what} already present", extra={"fields": {"path": str(target)}})
             return target
+        _remove_stale_partials(dest_dir)
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finally
             dir=dest_dir, prefix=f".{filename}.", suffix=".partial", delete=False
         )
@@ -161,6 +169,7 @@ def fetch(
     temporary = Path(handle.name)
     try:
         with handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # ours while we write it
             fields = {"uri": redact_uri(uri), "dest": str(target)}
             log.info(f"fetching {what}", extra={"fields": fields})
             if source_path is not None:
@@ -189,6 +198,24 @@ def fetch(
         temporary.unlink(missing_ok=True)
     log.info(f"{what} placed", extra={"fields": {"path": str(target), "sha256": actual}})
     return target
+
+
+def _remove_stale_partials(directory: Path) -> None:
+    """Remove the partial files no running fetch holds (a fetch locks its own)."""
+    for path in directory.glob(".*.partial"):
+        try:
+            with path.open("rb") as partial:
+                fcntl.flock(partial.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                size = os.fstat(partial.fileno()).st_size
+                path.unlink()
+        except BlockingIOError:
+            continue  # another fetch is writing it
+        except OSError:
+            continue
+        log.warning(
+            "removed a partial download left by an interrupted fetch",
+            extra={"fields": {"path": str(path), "bytes": size}},
+        )
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -53,3 +53,10 @@ class RedirectRefused(FetchError):
 
     exit_code = 10
     kind = "redirect-refused"
+
+
+class Interrupted(FetchError):
+    """SIGTERM or SIGINT during the fetch; the partial file is removed."""
+
+    exit_code = 143
+    kind = "interrupted"

@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -369,3 +370,88 @@ def test_a_drip_stops_at_the_overall_timeout(
     assert "timed out" in result.stderr
     assert time.monotonic() - started < 20  # about 3 s, not the 100 the drip would take
     assert list(tmp_path.iterdir()) == []
+
+
+def stall_after(source: Source, size: int) -> Callable[[BaseHTTPRequestHandler], None]:
+    """A route that promises 10 MiB, sends ``size`` bytes, then sends nothing more."""
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", str(10 << 20))
+        handler.end_headers()
+        with contextlib.suppress(OSError):
+            handler.wfile.write(b"\0" * size)
+            handler.wfile.flush()
+            source.stopping.wait(60)
+
+    return route
+
+
+def start_fetch(uri: str, dest: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(SERVER), "fetch", "--model-uri", uri, "--dest", str(dest), "--attempts", "1", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def partials(dest: Path) -> list[Path]:
+    return sorted(dest.glob(".*.partial"))
+
+
+def wait_for_partial(dest: Path, size: int, process: subprocess.Popen[str]) -> Path:
+    deadline = time.monotonic() + 30
+    while True:
+        found = [p for p in partials(dest) if p.stat().st_size >= size]
+        if found:
+            return found[0]
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no partial download appeared"
+        time.sleep(0.05)
+
+
+def test_sigterm_during_a_download_removes_the_partial_file(
+    sources: Callable[..., Source], tmp_path: Path
+) -> None:
+    origin = sources()
+    origin.routes["/model.onnx"] = stall_after(origin, 1 << 20)
+    fetching = start_fetch(f"{origin.url}/model.onnx", tmp_path)
+    try:
+        wait_for_partial(tmp_path, 1 << 20, fetching)
+        fetching.send_signal(signal.SIGTERM)
+        _, stderr = fetching.communicate(timeout=30)
+    finally:
+        fetching.kill()
+    assert fetching.returncode == 143, stderr
+    assert "stopped by SIGTERM" in stderr
+    assert partials(tmp_path) == []
+
+
+def test_a_partial_left_by_sigkill_is_removed_by_the_next_fetch_and_a_live_one_kept(
+    sources: Callable[..., Source], tmp_path: Path
+) -> None:
+    origin = sources()
+    origin.routes["/stall.onnx"] = stall_after(origin, 1 << 20)
+    origin.routes["/model.onnx"] = serve_payload
+    killed = start_fetch(f"{origin.url}/stall.onnx", tmp_path, "--filename", "a.onnx")
+    wait_for_partial(tmp_path, 1 << 20, killed)
+    killed.kill()  # SIGKILL: nothing can clean up
+    killed.communicate(timeout=30)
+    (stale,) = partials(tmp_path)
+    # The next fetch into the same directory removes it first...
+    running = start_fetch(f"{origin.url}/stall.onnx", tmp_path, "--filename", "b.onnx")
+    try:
+        deadline = time.monotonic() + 30
+        while not (live := [p for p in partials(tmp_path) if p != stale]) or stale.exists():
+            assert running.poll() is None and time.monotonic() < deadline, partials(tmp_path)
+            time.sleep(0.05)
+        # ...and a fetch that starts while that one runs keeps its partial file.
+        result = run_fetch(f"{origin.url}/model.onnx", tmp_path, "--sha256", DIGEST)
+        assert result.returncode == 0, result.stderr
+        assert partials(tmp_path) == live
+    finally:
+        running.send_signal(signal.SIGTERM)
+        _, stderr = running.communicate(timeout=30)
+    assert "removed a partial download left by an interrupted fetch" in stderr
+    assert partials(tmp_path) == []
