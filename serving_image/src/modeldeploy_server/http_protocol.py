@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import TimerHandle
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .errors import DISCONNECT_EXTENSION
 from .http_limits import (
     BODY_RATE_WINDOW,
     LINGER_HEADROOM,
@@ -29,59 +31,12 @@ from .http_limits import (
     ConnectionGuard,
     error_response,
 )
+from .http_transport import CoalescingTransport
 
 
 def protocol_class(guard: ConnectionGuard) -> type[GuardedHttpProtocol]:
     """The protocol class uvicorn instantiates per connection of the port ``guard`` guards."""
     return type("GuardedHttpProtocol", (GuardedHttpProtocol,), {"guard": guard})
-
-
-class _CoalescingTransport:
-    """A transport whose writes leave together: one send() per response, not two.
-
-    uvicorn writes a response's head and body separately; each write is a system call.
-    Writes are held until the response completes (the protocol flushes then) and, as a
-    fallback for anything else (100-continue), until the next turn of the loop. ``close``
-    goes through the protocol, which may linger instead.
-    """
-
-    __slots__ = ("_buffer", "_loop", "_protocol", "_scheduled", "_transport")
-
-    def __init__(
-        self,
-        transport: asyncio.Transport,
-        loop: asyncio.AbstractEventLoop,
-        protocol: GuardedHttpProtocol,
-    ) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._protocol = protocol
-        self._buffer: list[bytes] = []
-        self._scheduled = False
-
-    def write(self, data: bytes) -> None:
-        self._buffer.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        if self._buffer:
-            data = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-            self._buffer.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-
-    def close(self) -> None:
-        self.flush()
-        self._protocol.close_connection()
-
-    def is_closing(self) -> bool:
-        return self._protocol.lingering or self._transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -101,19 +56,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._url_too_long = False
         self._head_timer: TimerHandle | None = None
         self._body_timer: TimerHandle | None = None
-        self._body_started = 0.0
         self._body_bytes = 0
         self._body_marks: list[int] = []  # body bytes at each of the last checks
         self._linger_timer: TimerHandle | None = None
         self._linger_until = 0.0
         self._linger_last_data = 0.0
         self._discarded = 0
+        self._on_lost: list[Callable[[], None]] = []
+        self._extensions = {DISCONNECT_EXTENSION: self._watch_disconnect}
 
     # -- connection ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._raw = transport
-        self.transport = _CoalescingTransport(transport, self.loop, self)  # type: ignore[assignment]
+        self.transport = CoalescingTransport(transport, self.loop, self)  # type: ignore[assignment]
         guard = self.guard
         if len(self.connections) > guard.cap and not guard.evict_oldest_waiting():
             self._refuse_at_accept()
@@ -157,7 +113,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._raw is not None:
             self._raw.close()
 
+    def _watch_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self._on_lost.append(callback)
+        return lambda: self._on_lost.remove(callback) if callback in self._on_lost else None
+
     def connection_lost(self, exc: Exception | None) -> None:
+        callbacks, self._on_lost = self._on_lost, []
+        for callback in callbacks:
+            callback()
         self.guard.stop_waiting(self)
         self._cancel_timers()
         if self._linger_timer is not None:
@@ -210,6 +173,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope["extensions"] = self._extensions  # type: ignore[typeddict-item]
         self._in_message = True
         self._in_head = True
         self._head_size = 0
@@ -238,7 +202,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._url_too_long or self._head_size + len(self.url) > MAX_HEAD_BYTES:
             self._head_too_large()
             return
-        self._body_started = self.loop.time()
         self._body_bytes = 0
         self._body_marks.clear()
         super().on_headers_complete()

@@ -25,6 +25,7 @@ from .codec.infer import (
 from .codec.v1 import decode_v1_request, encode_v1_result
 from .dataplane import DataPlane, ModelSlot
 from .errors import (
+    DISCONNECT_EXTENSION,
     BadRequest,
     ClientDisconnected,
     MethodNotAllowed,
@@ -268,7 +269,7 @@ class RestApp:
                     )
             finally:
                 batcher.arrived()
-            result = await _unless_disconnected(receive, self.dataplane.infer(slot, request))
+            result = await _unless_disconnected(scope, receive, self.dataplane.infer(slot, request))
             if protocol == "v1":
                 rows = request.inputs[0].array.shape[0] if request.inputs[0].array.ndim else 1
                 await _send(send, 200, encode_v1_result(result, rows))
@@ -319,23 +320,36 @@ class RestApp:
         return decode_content(body, headers, self.max_request_bytes)
 
 
-async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+async def _unless_disconnected(scope: Scope, receive: Receive, work: Awaitable[T]) -> T:
     """Await ``work``, unless the client goes first: then the request's task is cancelled
     (a request still queued for the model leaves the queue, see ``Batcher``) and the
-    request ends as 499. The body has been read, so ``receive`` only waits for a
-    disconnect."""
+    request ends as 499. Our protocol says when the connection is lost; under another
+    server, a task waits on ``receive`` (the body has been read: only a disconnect comes)."""
     task = asyncio.current_task()
     assert task is not None
-    watcher = asyncio.ensure_future(receive())
     gone = False
 
-    def on_message(done: asyncio.Future[Message]) -> None:
+    def lost() -> None:
         nonlocal gone
-        if not done.cancelled() and done.result().get("type") == "http.disconnect":
-            gone = True
-            task.cancel()
+        gone = True
+        task.cancel()
 
-    watcher.add_done_callback(on_message)
+    watch = scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+    if watch is not None:
+        unwatch = watch(lost)
+    else:
+        watcher = asyncio.ensure_future(receive())
+
+        def on_message(done: asyncio.Future[Message]) -> None:
+            if not done.cancelled() and done.result().get("type") == "http.disconnect":
+                lost()
+
+        watcher.add_done_callback(on_message)
+
+        def unwatch() -> None:
+            watcher.remove_done_callback(on_message)
+            watcher.cancel()
+
     try:
         return await work
     except asyncio.CancelledError:
@@ -344,8 +358,7 @@ async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
             raise ClientDisconnected("client disconnected while its request waited") from None
         raise
     finally:
-        watcher.remove_done_callback(on_message)
-        watcher.cancel()
+        unwatch()
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:

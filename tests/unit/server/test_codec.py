@@ -471,3 +471,16 @@ def test_header_length_takes_ascii_digits_only() -> None:
     for value in ("\u00b2", "\u0663", "1\u00b2"):
         with pytest.raises(BadRequest, match="must be an integer"):
             parse_header_length(value, 100)
+
+
+def test_big_json_naming_far_more_tensors_than_the_model_is_refused_before_parsing() -> None:
+    names = [{"name": f"x{i}"} for i in range(100)]
+    body = orjson.dumps({"inputs": names}) + b" " * (64 * 1024)  # past the scan threshold
+    with pytest.raises(BadRequest, match="names 100 tensors; model 'm' has 1 input and 2"):
+        decode_infer_request(body, None, SIGNATURE)
+    # "name" as a BYTES value is data, not a key: such a request is decoded as usual.
+    text = Signature.of("t", [TensorSpec("s", "BYTES", (-1,))], [TensorSpec("y", "FP32", (-1,))])
+    values = ["name"] * 20_000
+    doc = {"inputs": [{"name": "s", "shape": [len(values)], "datatype": "BYTES", "data": values}]}
+    request = decode_infer_request(orjson.dumps(doc), None, text)
+    assert request.inputs[0].array.shape == (20_000,)

@@ -9,6 +9,7 @@ are refused for the price of reading their names. The data plane checks the rest
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -64,16 +65,46 @@ def _flag(parameters: dict[str, Any] | None, key: str, what: str) -> bool | None
     return value
 
 
+_NAME_KEY = re.compile(rb'"name"\s*:')
+NAME_SCAN_BYTES = 64 * 1024
+"""JSON this large is scanned for "name" keys before it is parsed (see _check_name_count)."""
+_NAME_SLACK = 64
+"""Room for "name" keys inside free-form "parameters"."""
+
+
+def _check_name_count(raw: bytes | memoryview, signature: Signature) -> None:
+    """Refuse, before parsing it, JSON that names far more tensors than the model has: the
+    parse alone of 2 M outputs takes a second and hundreds of MB. A count of the raw bytes,
+    not a proof (a key spelled with escapes is not seen; the checks after parsing remain)."""
+    if len(raw) < NAME_SCAN_BYTES:
+        return
+    data = raw if isinstance(raw, bytes) else bytes(raw)
+    limit = len(signature.inputs) + len(signature.outputs) + _NAME_SLACK
+    if data.count(b'"name"') <= limit:  # fast, and an upper bound of the keys
+        return
+    named = sum(1 for _ in _NAME_KEY.finditer(data))
+    if named > limit:
+        inputs, outputs = len(signature.inputs), len(signature.outputs)
+        raise BadRequest(
+            f"the request names {named} tensors; model '{signature.model}' has {inputs} "
+            f"input{'s' * (inputs != 1)} and {outputs} output{'s' * (outputs != 1)}"
+        )
+
+
 def decode_infer_request(
     body: bytes, header_length: int | None, signature: Signature | None = None
 ) -> InferRequest:
     """Decode a v2 infer body (JSON, or JSON header plus binary tensors), checked against
     ``signature`` on the way when it is given."""
     if header_length is None:
+        if signature is not None:
+            _check_name_count(body, signature)
         doc = load_json_object(body)
         tail = _EMPTY
     else:
         view = memoryview(body)
+        if signature is not None:
+            _check_name_count(view[:header_length], signature)
         doc = load_json_object(view[:header_length], "inference header")
         tail = view[header_length:]
     max_elements = len(body)
