@@ -52,8 +52,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head = True  # waiting for, or reading, a request head
         self._head_started: float | None = None
         self._head_bytes = 0  # bytes received since the head began (bounds httptools' buffer)
-        self._head_size = 0  # URL and header bytes the parser reported
-        self._url_too_long = False
         self._head_timer: TimerHandle | None = None
         self._body_timer: TimerHandle | None = None
         self._body_bytes = 0
@@ -161,7 +159,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.lingering or self._raw is None or self._raw.is_closing():
             return
         if self._in_head and self._head_bytes:
-            if self._head_bytes > MAX_HEAD_BYTES or self._url_too_long:
+            if self._head_bytes > MAX_HEAD_BYTES:  # and httptools still buffers the head
                 self._head_too_large()
             elif self._head_timer is None and self._head_started is not None:
                 remaining = self.guard.limits.header_timeout - (
@@ -176,22 +174,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.scope["extensions"] = self._extensions  # type: ignore[typeddict-item]
         self._in_message = True
         self._in_head = True
-        self._head_size = 0
-        self._url_too_long = False
         if self._head_started is None:
             self._head_started = self.loop.time()
 
-    def on_url(self, url: bytes) -> None:
-        if len(self.url) + len(url) > MAX_HEAD_BYTES:
-            self._url_too_long = True  # stop accumulating; data_received answers 414
-            return
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
+        # The head came within one read: measured exactly only when that read was large.
+        too_large = self._head_bytes > MAX_HEAD_BYTES and (
+            len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > MAX_HEAD_BYTES
+        )
         self._in_head = False
         self._head_started = None
         self._head_bytes = 0
@@ -199,7 +189,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        if self._url_too_long or self._head_size + len(self.url) > MAX_HEAD_BYTES:
+        if too_large:
             self._head_too_large()
             return
         self._body_bytes = 0
@@ -248,7 +238,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # -- limits ----------------------------------------------------------------------
     def _head_too_large(self) -> None:
-        if self._url_too_long:
+        if len(getattr(self, "url", b"")) > MAX_HEAD_BYTES:
             status, what = 414, "the request URL"
         else:
             status, what = 431, "the request head (request line and headers)"

@@ -64,10 +64,7 @@ class Signature:
                 f"input '{name}' has datatype {datatype}; model '{self.model}' expects "
                 f"{spec.datatype}"
             )
-        if shape is not None and (
-            len(shape) != len(spec.shape)
-            or any(want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True))
-        ):
+        if shape is not None and not _fits(shape, spec.shape):
             raise BadRequest(
                 f"input '{name}' has shape {list(shape)}; model '{self.model}' expects "
                 f"{list(spec.shape)} (-1: any size)"
@@ -115,3 +112,12 @@ class InferResult:
     outputs: list[Tensor]
     binary: list[bool] = field(default_factory=list)
     id: str | None = None
+
+
+def _fits(shape: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
+    if len(shape) != len(wanted):
+        return False
+    for want, got in zip(wanted, shape, strict=True):  # noqa: SIM110 - per request: no generator
+        if want != -1 and want != got:
+            return False
+    return True

@@ -128,8 +128,8 @@ def decode_infer_request(
         if name in seen:
             raise BadRequest(f"{what} appears more than once")
         seen.add(name)
-        if signature is not None:
-            signature.check_input(name, None, None)
+        if signature is not None and name not in signature.inputs:
+            signature.check_input(name, None, None)  # says which inputs the model has
         datatype = raw.get("datatype")
         if type(datatype) is not str or datatype not in DATATYPES:
             raise BadRequest(
