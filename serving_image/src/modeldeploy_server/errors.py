@@ -69,12 +69,6 @@ class ClientDisconnected(ServerError):
     status = 499
 
 
-DISCONNECT_EXTENSION = "modeldeploy.disconnect"
-"""The ASGI scope extension our HTTP protocol offers: ``scope["extensions"][...]`` is
-``watch(callback) -> unwatch``, calling ``callback`` once if the connection is lost; cheaper
-than a task waiting on ``receive()`` for every request."""
-
-
 class ModelNotReady(ServerError):
     """The model is loading, failed to load or the server is draining (503)."""
 

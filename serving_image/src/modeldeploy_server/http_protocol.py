@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import TimerHandle
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .errors import DISCONNECT_EXTENSION
+from .asgi_extensions import DISCONNECT_EXTENSION, ConnectionWatch
 from .http_limits import (
     BODY_RATE_WINDOW,
     LINGER_HEADROOM,
@@ -60,8 +59,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._linger_until = 0.0
         self._linger_last_data = 0.0
         self._discarded = 0
-        self._on_lost: list[Callable[[], None]] = []
-        self._extensions = {DISCONNECT_EXTENSION: self._watch_disconnect}
+        self._watch = ConnectionWatch()
+        self._extensions = {DISCONNECT_EXTENSION: self._watch}
 
     # -- connection ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -111,14 +110,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._raw is not None:
             self._raw.close()
 
-    def _watch_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
-        self._on_lost.append(callback)
-        return lambda: self._on_lost.remove(callback) if callback in self._on_lost else None
-
     def connection_lost(self, exc: Exception | None) -> None:
-        callbacks, self._on_lost = self._on_lost, []
-        for callback in callbacks:
-            callback()
+        self._watch.connection_lost()
         self.guard.stop_waiting(self)
         self._cancel_timers()
         if self._linger_timer is not None:

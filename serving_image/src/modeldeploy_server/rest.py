@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from .asgi_extensions import DISCONNECT_EXTENSION, ConnectionWatch
 from .codec.infer import (
     decode_infer_request,
     encode_infer_result,
@@ -25,7 +26,6 @@ from .codec.infer import (
 from .codec.v1 import decode_v1_request, encode_v1_result
 from .dataplane import DataPlane, ModelSlot
 from .errors import (
-    DISCONNECT_EXTENSION,
     BadRequest,
     ClientDisconnected,
     MethodNotAllowed,
@@ -269,7 +269,26 @@ class RestApp:
                     )
             finally:
                 batcher.arrived()
-            result = await _unless_disconnected(scope, receive, self.dataplane.infer(slot, request))
+            # A request whose client goes away while it waits is cancelled (and leaves the
+            # model's queue, see Batcher) and ends as 499.
+            extensions = scope.get("extensions")
+            watch = extensions.get(DISCONNECT_EXTENSION) if extensions else None
+            if watch is None:
+                result = await _watching_disconnect(receive, self.dataplane.infer(slot, request))
+            else:
+                task = asyncio.current_task()
+                watch.tasks.add(task)
+                try:
+                    result = await self.dataplane.infer(slot, request)
+                except asyncio.CancelledError:
+                    if not watch.lost:
+                        raise
+                    task.uncancel()  # type: ignore[union-attr]
+                    raise ClientDisconnected(
+                        "client disconnected while its request waited"
+                    ) from None
+                finally:
+                    watch.tasks.discard(task)
             if protocol == "v1":
                 rows = request.inputs[0].array.shape[0] if request.inputs[0].array.ndim else 1
                 await _send(send, 200, encode_v1_result(result, rows))
@@ -320,45 +339,30 @@ class RestApp:
         return decode_content(body, headers, self.max_request_bytes)
 
 
-async def _unless_disconnected(scope: Scope, receive: Receive, work: Awaitable[T]) -> T:
-    """Await ``work``, unless the client goes first: then the request's task is cancelled
-    (a request still queued for the model leaves the queue, see ``Batcher``) and the
-    request ends as 499. Our protocol says when the connection is lost; under another
-    server, a task waits on ``receive`` (the body has been read: only a disconnect comes)."""
+async def _watching_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Await ``work``, unless the client goes first (a task waits on ``receive``: the body
+    has been read, so only a disconnect comes); then as ``_infer`` with the extension."""
     task = asyncio.current_task()
     assert task is not None
-    gone = False
+    watch = ConnectionWatch()
+    watch.tasks.add(task)
+    watcher = asyncio.ensure_future(receive())
 
-    def lost() -> None:
-        nonlocal gone
-        gone = True
-        task.cancel()
+    def on_message(done: asyncio.Future[Message]) -> None:
+        if not done.cancelled() and done.result().get("type") == "http.disconnect":
+            watch.connection_lost()
 
-    watch = scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
-    if watch is not None:
-        unwatch = watch(lost)
-    else:
-        watcher = asyncio.ensure_future(receive())
-
-        def on_message(done: asyncio.Future[Message]) -> None:
-            if not done.cancelled() and done.result().get("type") == "http.disconnect":
-                lost()
-
-        watcher.add_done_callback(on_message)
-
-        def unwatch() -> None:
-            watcher.remove_done_callback(on_message)
-            watcher.cancel()
-
+    watcher.add_done_callback(on_message)
     try:
         return await work
     except asyncio.CancelledError:
-        if gone:
+        if watch.lost:
             task.uncancel()
             raise ClientDisconnected("client disconnected while its request waited") from None
         raise
     finally:
-        unwatch()
+        watcher.remove_done_callback(on_message)
+        watcher.cancel()
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
