@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup images control-plane cluster cluster-down test lint unit integration crds bench bench-quick bench-quality bench-operator bench-node demo clean
+.PHONY: help setup images control-plane cluster cluster-down test lint unit integration crds bench bench-quick bench-quality bench-operator bench-node bench-hardening demo clean
 
 help:
 	@echo "make demo          the main job, end to end: chart, operator, a model served, a canary promoted"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-quick   a ~3 min smoke run of the same"
 	@echo "make bench-quality the cost of input checks against a training profile (~3 min)"
 	@echo "make bench-operator 500 ModelDeployments at once, beside the bare-script limit (~5 min)"
+	@echo "make bench-hardening the server and fetch under hostile loads, beside the code before (~10 min)"
 
 setup: $(STAMP)
 
@@ -70,6 +71,9 @@ bench-quick: setup
 
 bench-quality: setup
 	$(PY) benchmarks/quality_bench.py
+
+bench-hardening: setup
+	$(PY) benchmarks/hardening.py --baseline $${BASELINE:-f333a27} --rounds 5
 
 bench-operator: setup control-plane
 	$(PY) benchmarks/operator_scale.py --count 500 --rest-seconds 60

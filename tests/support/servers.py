@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -71,8 +72,13 @@ def server_command(
     return command
 
 
+def _limit_open_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
 class ServerProcess:
-    """``modeldeploy-server`` as a child process, stopped by pid."""
+    """``modeldeploy-server`` as a child process, stopped by pid (``nofile``: its open-file
+    limit, as a container runtime would set it)."""
 
     def __init__(
         self,
@@ -81,6 +87,7 @@ class ServerProcess:
         *args: str,
         name: str = "m",
         env: dict[str, str] | None = None,
+        nofile: int | None = None,
     ) -> None:
         self.http_port = free_port()
         self.metrics_port = free_port()
@@ -95,13 +102,14 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            preexec_fn=None if nofile is None else lambda: _limit_open_files(nofile),
         )
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.get(self.url + path, timeout=10, **kwargs)
+        return requests.get(self.url + path, **{"timeout": 10, **kwargs})
 
     def post(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.post(self.url + path, timeout=10, **kwargs)
+        return requests.post(self.url + path, **{"timeout": 10, **kwargs})
 
     def wait_for(self, path: str, status: int, timeout: float = 60.0) -> requests.Response:
         """Poll ``path`` until it answers ``status``; fail with the log if the process exits."""
@@ -110,6 +118,26 @@ class ServerProcess:
     def wait_ready(self, timeout: float = 60.0) -> ServerProcess:
         self.wait_for("/v2/health/ready", 200, timeout)
         return self
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples of ``name`` whose labels include ``labels``."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = requests.get(self.metrics_url, timeout=10).text
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    def warnings(self, limit: str | None = None) -> list[dict[str, Any]]:
+        """The warning log entries (of one limit, if given)."""
+        return [
+            entry
+            for entry in self.log_entries()
+            if entry.get("level") == "warning" and (limit is None or entry.get("limit") == limit)
+        ]
 
     def log(self) -> str:
         self._log.flush()

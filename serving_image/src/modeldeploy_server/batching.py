@@ -15,7 +15,8 @@ model); a batch whose expected time (rows x measured seconds per row) reaches
 ``inline_threshold`` runs in one dedicated thread, so the loop keeps answering health
 checks and reading requests. A model whose run time depends on values rather than rows
 should be served with ``--inline-inference-ms 0`` (always the thread).
-A batch that fails is retried request by request, so one bad request fails alone.
+A batch that fails is retried request by request, so one bad request fails alone; a request
+abandoned while queued (its client went away) leaves the queue without running.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ class Batcher:
         self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._seconds_per_row = initial_seconds_per_row
-        self._executor: ThreadPoolExecutor | None = None
+        # Started now: starting a thread from the loop later waits for the interpreter lock,
+        # which a decode in another thread may hold for a while.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._executor.submit(int).result()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- arrivals: requests whose bodies are still being read or decoded ---------------
@@ -120,6 +124,9 @@ class Batcher:
         self._scheduled = False
         if self._busy or not self._pending:
             return
+        self._drop_abandoned()
+        if not self._pending:
+            return
         if (
             not force
             and self._batching
@@ -145,8 +152,6 @@ class Batcher:
                 self._busy = False
             self._deliver(batch, elapsed)
         else:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
             job = self._executor.submit(self._compute, batch, False)
             loop = self._loop
             assert loop is not None
@@ -163,6 +168,13 @@ class Batcher:
                 item.result = exc
             elapsed = 0.0
         self._deliver(batch, elapsed)
+
+    def _drop_abandoned(self) -> None:
+        """Requests whose future is already done (their client went away, the request's
+        task was cancelled) leave the queue instead of running for nobody."""
+        if any(item.future.done() for item in self._pending):
+            self._pending = deque(item for item in self._pending if not item.future.done())
+            self._pending_rows = sum(item.rows for item in self._pending)
 
     def _take(self) -> list[_Pending]:
         first = self._pending.popleft()
@@ -251,5 +263,4 @@ class Batcher:
 
     def close(self) -> None:
         """Stop taking work; a batch still running past the grace period is abandoned."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,8 +28,14 @@ FETCH_EXIT_CODES = """exit codes:
   0  placed (or already present with the expected digest)
   1  other failure          2  usage error
   3  not found              4  access denied
-  5  sha256 mismatch        6  source unavailable after retries
+  5  sha256 mismatch        6  source unavailable after retries, or --timeout reached
   7  invalid URI            8  local I/O error (destination not writable, disk full)
+  9  larger than --max-bytes
+ 10  redirect refused (not http(s), https to http, more than 5)
+143  interrupted by SIGTERM/SIGINT (the partial file is removed)
+
+Credentials (Authorization, S3 signature headers) go only to the origin given; a redirect
+to another host is followed without them.
 """
 
 
@@ -56,6 +63,19 @@ SERVE_OPTIONS: list[tuple[str, dict[str, Any], str]] = [
     ("--graceful-timeout", {"type": float}, "seconds in-flight requests get after SIGTERM"),
     ("--drain-delay", {"type": float}, "seconds to keep serving, not ready, after SIGTERM"),
     ("--keep-alive-timeout", {"type": float}, "seconds an idle keep-alive connection stays open"),
+    ("--max-connections", {"type": int},
+     "open connections per worker (lowered to fit the open-file limit); beyond it the "
+     "connection longest waiting for a request is closed, or the new one gets 503"),
+    ("--header-timeout", {"type": float},
+     "seconds a request head may take from accept (or its first byte); then 408"),
+    ("--min-body-rate", {"type": int},
+     "bytes/s a request body must bring over every 5 s; slower gets 408; 0: no check"),
+    ("--worker-heartbeat-timeout", {"type": float},
+     "seconds a worker's event loop may go silent before the worker is killed and replaced"),
+    ("--max-worker-restarts", {"type": int},
+     "worker restarts within 10 minutes before the server gives up and exits 1"),
+    ("--max-inflight-body-bytes", {"type": int},
+     "request body bytes a worker holds at once; beyond it 503 (default: 4 x max-request-bytes)"),
     ("--model-cache-dir", {}, "where a remote model is downloaded"),
     ("--log-format", {"choices": ["json", "text"]}, "log lines as JSON or text"),
     ("--log-level", {"choices": ["debug", "info", "warning", "error"]}, "log level"),
@@ -98,7 +118,18 @@ def _fetch_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--profile-sha256", help="expected hex digest of the profile")
     p.add_argument("--profile-filename", default="model.profile.json",
                    help="name of the placed profile file")  # fmt: skip
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per network operation")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds the download of each file may take in all, retries included "
+                   "(default 600)")  # fmt: skip
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=30.0,
+        help="seconds one network operation (connect, a read) may take (default 30)",
+    )
+    p.add_argument("--max-bytes", type=int, default=2 * 1024**3,
+                   help="refuse a file larger than this, before or while downloading it "
+                   "(default 2 GiB, the largest single-file ONNX model)")  # fmt: skip
     p.add_argument("--attempts", type=int, default=5, help="tries for transient failures")
     p.add_argument("--log-format", choices=["json", "text"], default=None)
 
@@ -140,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from .fetch import FetchError, fetch, is_sha256
+    from .fetch import FetchError, Interrupted, fetch, is_sha256
     from .logs import configure_logging
 
     env = os.environ
@@ -157,19 +188,27 @@ def _fetch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             parser.error(f"{flag} must be 64 hexadecimal characters")
     if profile_sha256 is not None and not profile_uri:
         parser.error("--profile-sha256 is given without --profile-uri")
-    if args.attempts < 1 or args.timeout <= 0:
-        parser.error("--attempts must be >= 1 and --timeout > 0")
+    if args.attempts < 1 or args.timeout <= 0 or args.read_timeout <= 0 or args.max_bytes < 1:
+        parser.error("--attempts, --timeout, --read-timeout and --max-bytes must be positive")
     configure_logging(log_format, "info", {"command": "fetch"})
     log = logging.getLogger("modeldeploy_server.fetch")
     jobs = [
         ("model", uri, sha256, args.filename),
         ("profile", profile_uri, profile_sha256, args.profile_filename),
     ]
+
+    def interrupted(signum: int, frame: object) -> None:
+        # Unwinds the fetch, whose cleanup removes the partial file.
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}; partial file removed")
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, interrupted)
     try:
         for what, source, digest, filename in jobs:
             if source:
                 fetch(source, Path(dest), sha256=digest, filename=filename,
-                      timeout=args.timeout, attempts=args.attempts, what=what)  # fmt: skip
+                      timeout=args.timeout, read_timeout=args.read_timeout,
+                      attempts=args.attempts, max_bytes=args.max_bytes, what=what)  # fmt: skip
     except FetchError as exc:
         log.error(str(exc), extra={"fields": {"error": exc.kind, "exit_code": exc.exit_code}})
         return exc.exit_code

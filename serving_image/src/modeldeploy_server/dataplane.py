@@ -23,7 +23,7 @@ from .monitor import ModelMonitor, build_monitor
 from .profile import Profile
 from .quality import QualityOptions
 from .runtime import Model
-from .tensors import InferRequest, InferResult, Tensor, TensorSpec
+from .tensors import InferRequest, InferResult, Signature, Tensor, TensorSpec
 from .types import (
     ModelMetadataResponse,
     RepositoryIndexItem,
@@ -75,6 +75,7 @@ class ModelSlot:
         self.model: Model | None = None
         self.batcher: Batcher | None = None
         self.input_specs: dict[str, TensorSpec] = {}
+        self.signature = Signature(name, {}, ())
         self.output_names: list[str] = []
         self.output_datatypes: dict[str, str] = {}
         self.monitor: ModelMonitor | None = None
@@ -95,6 +96,7 @@ class DataPlane:
         self.batching = batching
         self.quality = quality or QualityOptions()
         self.draining = False
+        self._settled = asyncio.Event()
         self.peers_ready = True
         """False while other workers of the same server may still be loading (the
         supervisor sets it): readiness is the pod's, not one worker's."""
@@ -131,6 +133,7 @@ class DataPlane:
         slot.model = model
         slot.monitor = self.metrics.quality = monitor
         slot.input_specs = {spec.name: spec for spec in model.inputs}
+        slot.signature = Signature.of(slot.name, model.inputs, model.outputs)
         slot.output_names = [spec.name for spec in model.outputs]
         slot.output_datatypes = {spec.name: spec.datatype for spec in model.outputs}
         slot.batcher = Batcher(
@@ -147,6 +150,7 @@ class DataPlane:
         )
         slot.state = ModelState.READY
         slot.reason = ""
+        self._settled.set()
         log.info(
             "model ready",
             extra={
@@ -166,7 +170,13 @@ class DataPlane:
         """The model cannot be served; readiness stays false and says why."""
         self.slot.state = ModelState.FAILED
         self.slot.reason = reason
+        self._settled.set()
         log.error("model not served: %s", reason, extra={"fields": {"model": self.slot.name}})
+
+    async def settled(self) -> bool:
+        """Wait until the model is loaded (True) or has failed to load (False)."""
+        await self._settled.wait()
+        return self.slot.state is ModelState.READY
 
     def start_draining(self) -> None:
         """Readiness turns false; requests still in flight (and new ones) are served."""
@@ -309,13 +319,12 @@ class DataPlane:
 
     def _check_inputs(self, slot: ModelSlot, tensors: list[Tensor]) -> tuple[dict[str, Any], int]:
         specs = slot.input_specs
-        given = {t.name: t for t in tensors}
-        for tensor in tensors:
-            if tensor.name not in specs:
-                raise BadRequest(
-                    f"unknown input '{tensor.name}'; model '{slot.name}' has inputs {list(specs)}"
-                )
-        if len(given) != len(specs):
+        signature = slot.signature
+        signature.check_input_count(len(tensors))
+        for tensor in tensors:  # the codec checked these already; other callers may not
+            signature.check_input(tensor.name, tensor.datatype, tensor.array.shape)
+        if len(tensors) != len(specs):
+            given = {t.name for t in tensors}
             missing = [
                 f"'{s.name}' ({s.datatype} {list(s.shape)})"
                 for s in specs.values()
@@ -324,20 +333,7 @@ class DataPlane:
             raise BadRequest(f"missing input {', '.join(missing)} for model '{slot.name}'")
         rows = -1
         for tensor in tensors:
-            spec = specs[tensor.name]
-            if tensor.datatype != spec.datatype:
-                raise BadRequest(
-                    f"input '{tensor.name}' has datatype {tensor.datatype}; "
-                    f"model '{slot.name}' expects {spec.datatype}"
-                )
             shape = tensor.array.shape
-            if len(shape) != len(spec.shape) or any(
-                want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)
-            ):
-                raise BadRequest(
-                    f"input '{tensor.name}' has shape {list(shape)}; model '{slot.name}' "
-                    f"expects {list(spec.shape)} (-1: any size)"
-                )
             if shape:
                 rows = shape[0] if rows in (-1, shape[0]) else 0
         # rows 0: the inputs disagree on (or have no) batch dimension; such a request runs alone.
@@ -352,11 +348,7 @@ class DataPlane:
         names: list[str] = []
         binary: list[bool] = []
         for output in request.outputs:
-            if output.name not in slot.output_names:
-                raise BadRequest(
-                    f"unknown output '{output.name}'; model '{slot.name}' has outputs "
-                    f"{slot.output_names}"
-                )
+            slot.signature.check_output(output.name)
             names.append(output.name)
             binary.append(default if output.binary is None else output.binary)
         return names, binary

@@ -75,6 +75,12 @@ class ModelNotReady(ServerError):
     status = 503
 
 
+class Overloaded(ServerError):
+    """The worker holds as many request bodies as it may; retry shortly (503, Retry-After)."""
+
+    status = 503
+
+
 class InferenceFailed(ServerError):
     """The runtime rejected inputs that passed validation (400: the inputs caused it)."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -68,3 +69,34 @@ def configure_logging(log_format: str, level: str, context: dict[str, Any]) -> N
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+
+
+class LimitWarnings:
+    """Counts every time a limit is hit and logs it as a warning, at most once per limit and
+    ``interval`` seconds (with the number of hits the line stands for): an attack that hits
+    a limit thousands of times a second must not flood the log. The counts feed a metric."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self.counts: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def hit(self, limit: str, message: str, **fields: Any) -> None:
+        """Count one hit of ``limit``; log ``message`` unless it was logged recently."""
+        self.counts[limit] = self.counts.get(limit, 0) + 1
+        now = self.clock()
+        last = self._last.get(limit)
+        if last is not None and now - last < self.interval:
+            self._unlogged[limit] = self._unlogged.get(limit, 0) + 1
+            return
+        self._last[limit] = now
+        hits = self._unlogged.pop(limit, 0) + 1
+        self.logger.warning(message, extra={"fields": {"limit": limit, "hits": hits, **fields}})

@@ -65,8 +65,10 @@ class QualitySource(Protocol):
 class WorkerMetrics:
     """The metrics of one worker process; only its event-loop thread writes them."""
 
-    def __init__(self, worker: int = 0) -> None:
+    def __init__(self, worker: int = 0, limit_hits: dict[str, int] | None = None) -> None:
         self.worker = worker
+        self.limit_hits: dict[str, int] = {} if limit_hits is None else limit_hits
+        """Hits per connection or request limit (``LimitWarnings.counts``, shared)."""
         self.requests: dict[tuple[str, str, int], int] = {}
         self.request_duration: dict[tuple[str, str], Histogram] = {}
         self.inference_duration: dict[str, Histogram] = {}
@@ -130,6 +132,7 @@ class WorkerMetrics:
             "load_seconds": list(self.load_seconds.items()),
             "model_info": list(self.model_info.items()),
             "rss_bytes": _rss_bytes(),
+            "limit_hits": list(self.limit_hits.items()),
             "quality": self.quality.snapshot() if self.quality is not None else None,
         }
 
@@ -156,6 +159,28 @@ class Aggregate:
     model_info: dict[tuple[str, str, str, str], int]
     rss_bytes: dict[int, int]
     quality: QualityAggregate = field(default_factory=QualityAggregate)
+    limit_hits: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(listener, limit) -> hits; the supervisor adds its metrics port's."""
+    worker_restarts: int = 0
+
+    @classmethod
+    def empty(cls) -> Aggregate:
+        return cls({}, {}, {}, {}, {}, {}, {}, {}, {})
+
+    def absorb(self, other: Aggregate) -> None:
+        """Add ``other``'s counters and histograms (those of retired workers) to these."""
+        for key, value in other.requests.items():
+            self.requests[key] = self.requests.get(key, 0) + value
+        for mine, theirs in (
+            (self.request_duration, other.request_duration),
+            (self.inference_duration, other.inference_duration),
+            (self.queue_duration, other.queue_duration),
+            (self.batch_size, other.batch_size),
+        ):
+            _add_histograms(mine, [(key, counts, total) for key, (counts, total) in theirs.items()])
+        for hit, value in other.limit_hits.items():
+            self.limit_hits[hit] = self.limit_hits.get(hit, 0) + value
+        self.quality.absorb(other.quality)
 
 
 def _add_histograms(
@@ -169,9 +194,30 @@ def _add_histograms(
             target[key] = (list(counts), total)
 
 
+def retired(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """What of a dead worker's last snapshot still counts: its counters and histograms, so
+    that the sums over workers never go down (Prometheus would read a counter reset)."""
+    kept = {key: snapshot[key] for key in _COUNTERS if key in snapshot}
+    quality = snapshot.get("quality")
+    if quality and quality.get("inputs"):
+        # The drift window describes recent traffic: a dead worker has none.
+        quality = {**quality, "inputs": {**quality["inputs"], "window": []}}
+    return {**kept, "worker": snapshot["worker"], "quality": quality}
+
+
+_COUNTERS = (
+    "requests",
+    "request_duration",
+    "inference_duration",
+    "queue_duration",
+    "batch_size",
+    "limit_hits",
+)
+
+
 def aggregate(snapshots: Iterable[dict[str, Any]]) -> Aggregate:
     """Sum counters, histograms and in-flight gauges; take the max of per-worker facts."""
-    result = Aggregate({}, {}, {}, {}, {}, {}, {}, {}, {})
+    result = Aggregate.empty()
     for snap in snapshots:
         for key, value in snap["requests"]:
             result.requests[key] = result.requests.get(key, 0) + value
@@ -179,13 +225,17 @@ def aggregate(snapshots: Iterable[dict[str, Any]]) -> Aggregate:
         _add_histograms(result.inference_duration, snap["inference_duration"])
         _add_histograms(result.queue_duration, snap["queue_duration"])
         _add_histograms(result.batch_size, snap["batch_size"])
-        for key, value in snap["inflight"]:
+        for key, value in snap.get("inflight", ()):
             result.inflight[key] = result.inflight.get(key, 0) + value
-        for key, value in snap["load_seconds"]:
+        for key, value in snap.get("load_seconds", ()):
             result.load_seconds[key] = max(result.load_seconds.get(key, 0.0), value)
-        for key, value in snap["model_info"]:
+        for key, value in snap.get("model_info", ()):
             result.model_info[key] = max(result.model_info.get(key, 0), value)
-        result.rss_bytes[snap["worker"]] = snap["rss_bytes"]
+        if "rss_bytes" in snap:  # a retired worker's snapshot keeps only its counters
+            result.rss_bytes[snap["worker"]] = snap["rss_bytes"]
+        for limit, value in snap.get("limit_hits", ()):
+            key = ("http", limit)
+            result.limit_hits[key] = result.limit_hits.get(key, 0) + value
         result.quality.add(snap.get("quality"))
     return result
 
@@ -258,6 +308,22 @@ class _Collector:
             ["worker"],
             {(str(k),): v for k, v in d.rss_bytes.items()},
         )
+        limits = CounterMetricFamily(
+            "modeldeploy_http_limit_hits",
+            "Connections or requests stopped by a limit (header-timeout, body-rate, head-size, "
+            "connections, inflight-body-bytes), by listener (http, metrics).",
+            labels=["deployment", "track", "listener", "limit"],
+        )
+        for (listener, limit), value in sorted(d.limit_hits.items()):
+            limits.add_metric([*base, listener, limit], value)
+        yield limits
+        restarts = CounterMetricFamily(
+            "modeldeploy_worker_restarts",
+            "Worker processes restarted by the supervisor (crashed or unresponsive).",
+            labels=["deployment", "track"],
+        )
+        restarts.add_metric(base, d.worker_restarts)
+        yield restarts
         yield from collect_quality(d.quality, base, self.openmetrics)
 
     def _histogram(

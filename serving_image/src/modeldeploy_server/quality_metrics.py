@@ -93,6 +93,21 @@ class QualityAggregate:
                 total += old_total
             self.prediction_values[model] = (tuple(bounds), list(counts), total)
 
+    def absorb(self, other: QualityAggregate) -> None:
+        """Add ``other``'s counters and prediction histograms (not its drift windows: they
+        describe recent traffic, and ``other`` holds retired workers)."""
+        for key, count in other.values.items():
+            self.values[key] = self.values.get(key, 0) + count
+        for issue_key, count in other.issues.items():
+            self.issues[issue_key] = self.issues.get(issue_key, 0) + count
+        for class_key, count in other.classes.items():
+            self.classes[class_key] = self.classes.get(class_key, 0) + count
+        for model, (bounds, counts, total) in other.prediction_values.items():
+            if model in self.prediction_values:
+                _, old, old_total = self.prediction_values[model]
+                counts, total = add_counts(old, counts), total + old_total
+            self.prediction_values[model] = (bounds, list(counts), total)
+
     def drift(self) -> dict[tuple[str, str], tuple[float, int]]:
         """(PSI, values it was computed from) per feature with enough values."""
         result = {}

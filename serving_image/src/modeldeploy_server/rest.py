@@ -7,14 +7,16 @@ carries no traceback; the traceback goes to the log).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import orjson
 
+from .asgi_extensions import DISCONNECT_EXTENSION, ConnectionWatch
 from .codec.infer import (
     decode_infer_request,
     encode_infer_result,
@@ -22,17 +24,20 @@ from .codec.infer import (
     parse_header_length,
 )
 from .codec.v1 import decode_v1_request, encode_v1_result
-from .dataplane import DataPlane
+from .dataplane import DataPlane, ModelSlot
 from .errors import (
     BadRequest,
     ClientDisconnected,
     MethodNotAllowed,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     ServerError,
-    UnsupportedMediaType,
 )
+from .logs import LimitWarnings
 from .metrics import WorkerMetrics
+from .request_body import BodyBudget, BodyClaim, decode_content, read_body
+from .tensors import InferRequest
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Params = dict[str, str]
+T = TypeVar("T")
+
+INLINE_DECODE_BYTES = 256 * 1024
+"""Bodies up to this size are decoded on the event loop (well under a millisecond); larger
+or compressed ones in the decode thread."""
 
 # Every route the server answers: (method, path template, handler name).
 # "{name}" matches one path segment; "{name}:suffix" one segment ending in ":suffix".
@@ -134,11 +144,22 @@ class RestApp:
     """The ASGI application of one worker."""
 
     def __init__(
-        self, dataplane: DataPlane, metrics: WorkerMetrics, *, max_request_bytes: int
+        self,
+        dataplane: DataPlane,
+        metrics: WorkerMetrics,
+        *,
+        max_request_bytes: int,
+        max_inflight_body_bytes: int | None = None,
+        warnings: LimitWarnings | None = None,
     ) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
         self.max_request_bytes = max_request_bytes
+        self.budget = BodyBudget(max_inflight_body_bytes or 4 * max_request_bytes, warnings)
+        # One thread: big decodes wait for each other instead of all competing with the
+        # event loop for the interpreter at once. Started now, not from the loop later.
+        self._decoder = ThreadPoolExecutor(1, thread_name_prefix="decode")
+        self._decoder.submit(int).result()
         self.router = Router(ROUTES)
         self._simple: dict[str, Callable[[Params, bytes | None], tuple[int, Any]]] = {
             "v1_live": lambda p, b: (200, {"status": "alive"}),
@@ -162,16 +183,17 @@ class RestApp:
             if scope["type"] == "lifespan":
                 await _lifespan(receive, send)
             return
+        claim = BodyClaim(self.budget)
         try:
             handler, params = self.router.match(scope["method"], scope["path"])
             if handler == "infer":
-                await self._infer(scope, receive, send, params, "v2")
+                await self._infer(scope, receive, send, params, "v2", claim)
             elif handler == "v1_predict":
-                await self._infer(scope, receive, send, params, "v1")
+                await self._infer(scope, receive, send, params, "v1", claim)
             else:
                 body = None
                 if scope["method"] == "POST":
-                    body = await self._read_body(scope, receive)
+                    body = await self._read_body(scope, receive, claim)
                 status, payload = self._simple[handler](params, body)
                 await _send(send, status, orjson.dumps(payload))
         except ServerError as exc:
@@ -179,6 +201,8 @@ class RestApp:
         except Exception:
             log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
             await _send(send, 500, b'{"error":"internal server error; see the server log"}')
+        finally:
+            claim.release()
 
     # -- small handlers --------------------------------------------------------------
     def _ready(self, params: Params, body: bytes | None) -> tuple[int, Any]:
@@ -213,7 +237,13 @@ class RestApp:
 
     # -- inference -------------------------------------------------------------------
     async def _infer(
-        self, scope: Scope, receive: Receive, send: Send, params: Params, protocol: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        params: Params,
+        protocol: str,
+        claim: BodyClaim,
     ) -> None:
         started = time.perf_counter()
         name = params["model"]
@@ -230,18 +260,35 @@ class RestApp:
             assert batcher is not None
             batcher.expect()
             try:
-                body = await self._read_body(scope, receive, headers)
-                if protocol == "v1":
-                    request = decode_v1_request(body, self.dataplane.model_inputs(name))
-                else:
-                    length = headers.get(b"inference-header-content-length")
-                    header_length = parse_header_length(
-                        None if length is None else length.decode("latin-1"), len(body)
+                body = await read_body(receive, headers, self.max_request_bytes, claim)
+                if len(body) <= INLINE_DECODE_BYTES and b"content-encoding" not in headers:
+                    request = self._decode(protocol, body, headers, slot)
+                else:  # a big decode in the loop would stall every connection of the worker
+                    request = await asyncio.get_running_loop().run_in_executor(
+                        self._decoder, self._decode, protocol, body, headers, slot
                     )
-                    request = decode_infer_request(body, header_length)
             finally:
                 batcher.arrived()
-            result = await self.dataplane.infer(slot, request)
+            # A request whose client goes away while it waits is cancelled (and leaves the
+            # model's queue, see Batcher) and ends as 499.
+            extensions = scope.get("extensions")
+            watch = extensions.get(DISCONNECT_EXTENSION) if extensions else None
+            if watch is None:
+                result = await _watching_disconnect(receive, self.dataplane.infer(slot, request))
+            else:
+                task = asyncio.current_task()
+                watch.tasks.add(task)
+                try:
+                    result = await self.dataplane.infer(slot, request)
+                except asyncio.CancelledError:
+                    if not watch.lost:
+                        raise
+                    task.uncancel()  # type: ignore[union-attr]
+                    raise ClientDisconnected(
+                        "client disconnected while its request waited"
+                    ) from None
+                finally:
+                    watch.tasks.discard(task)
             if protocol == "v1":
                 rows = request.inputs[0].array.shape[0] if request.inputs[0].array.ndim else 1
                 await _send(send, 200, encode_v1_result(result, rows))
@@ -267,56 +314,55 @@ class RestApp:
         finally:
             metrics.request_done(label, protocol, status, time.perf_counter() - started)
 
+    def _decode(
+        self, protocol: str, body: bytes, headers: dict[bytes, bytes], slot: ModelSlot
+    ) -> InferRequest:
+        body = decode_content(body, headers, self.max_request_bytes)
+        if protocol == "v1":
+            return decode_v1_request(body, self.dataplane.model_inputs(slot.name))
+        length = headers.get(b"inference-header-content-length")
+        header_length = parse_header_length(
+            None if length is None else length.decode("latin-1"), len(body)
+        )
+        return decode_infer_request(body, header_length, slot.signature)
+
     async def _read_body(
-        self, scope: Scope, receive: Receive, headers: dict[bytes, bytes] | None = None
+        self,
+        scope: Scope,
+        receive: Receive,
+        claim: BodyClaim,
+        headers: dict[bytes, bytes] | None = None,
     ) -> bytes:
         if headers is None:
             headers = _headers(scope)
-        limit = self.max_request_bytes
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(
-                f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes"
-            )
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientDisconnected("client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        encoding = headers.get(b"content-encoding")
-        if encoding is not None and encoding.strip().lower() != b"identity":
-            body = _decompress(body, encoding.strip().lower(), limit)
-        return body
+        body = await read_body(receive, headers, self.max_request_bytes, claim)
+        return decode_content(body, headers, self.max_request_bytes)
 
 
-def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
-    if encoding == b"gzip":
-        decompressor = zlib.decompressobj(wbits=31)
-    elif encoding == b"deflate":
-        decompressor = zlib.decompressobj(wbits=15)
-    else:
-        raise UnsupportedMediaType(
-            f"Content-Encoding {encoding.decode('latin-1')!r} is not supported; "
-            "use gzip, deflate or none"
-        )
+async def _watching_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Await ``work``, unless the client goes first (a task waits on ``receive``: the body
+    has been read, so only a disconnect comes); then as ``_infer`` with the extension."""
+    task = asyncio.current_task()
+    assert task is not None
+    watch = ConnectionWatch()
+    watch.tasks.add(task)
+    watcher = asyncio.ensure_future(receive())
+
+    def on_message(done: asyncio.Future[Message]) -> None:
+        if not done.cancelled() and done.result().get("type") == "http.disconnect":
+            watch.connection_lost()
+
+    watcher.add_done_callback(on_message)
     try:
-        data = decompressor.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"body is not valid {encoding.decode()} data: {exc}") from None
-    if len(data) > limit or decompressor.unconsumed_tail:
-        raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
-    if not decompressor.eof:
-        raise BadRequest(f"body is truncated {encoding.decode()} data")
-    return data
+        return await work
+    except asyncio.CancelledError:
+        if watch.lost:
+            task.uncancel()
+            raise ClientDisconnected("client disconnected while its request waited") from None
+        raise
+    finally:
+        watcher.remove_done_callback(on_message)
+        watcher.cancel()
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
@@ -341,9 +387,11 @@ async def _send_error(send: Send, exc: ServerError) -> None:
     extra: list[tuple[bytes, bytes]] = []
     if isinstance(exc, MethodNotAllowed):
         extra.append((b"allow", ", ".join(exc.allowed).encode()))
-    if isinstance(exc, PayloadTooLarge):
-        # Stop reading a body we will not use: close instead of draining it.
+    if isinstance(exc, PayloadTooLarge | Overloaded):
+        # Stop reading a body we will not use: close (lingering) instead of draining it.
         extra.append((b"connection", b"close"))
+    if isinstance(exc, Overloaded):
+        extra.append((b"retry-after", b"1"))
     await _send(send, exc.status, orjson.dumps({"error": exc.message}), JSON, extra)
 
 

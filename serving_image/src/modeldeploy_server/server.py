@@ -13,7 +13,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from .logs import configure_logging
+from .fetch import redact_uri
+from .http_limits import ConnectionLimits
+from .logs import LimitWarnings, configure_logging
 from .settings import PodIdentity, ServerSettings, cpu_limit, plan_processes
 from .supervisor import Supervisor, SupervisorOptions
 
@@ -48,13 +50,13 @@ def serve(settings: ServerSettings) -> int:
         extra={
             "fields": {
                 "model": name,
-                "uri": settings.model_uri,
+                "uri": redact_uri(settings.model_uri or ""),
                 "cpu_limit": cpus,
                 "workers": workers,
                 "threads_per_worker": threads,
                 "max_batch_size": settings.max_batch_size,
                 "max_batch_delay_ms": settings.max_batch_delay_ms,
-                "profile_uri": settings.profile_uri,
+                "profile_uri": redact_uri(settings.profile_uri) if settings.profile_uri else None,
                 "quality_policy": settings.quality_policy if settings.profile_uri else None,
             }
         },
@@ -68,6 +70,10 @@ def serve(settings: ServerSettings) -> int:
             deployment=identity.deployment,
             track=identity.track,
             shutdown_budget=settings.drain_delay + settings.graceful_timeout + 10.0,
+            header_timeout=settings.header_timeout,
+            keep_alive_timeout=settings.keep_alive_timeout,
+            heartbeat_timeout=settings.worker_heartbeat_timeout,
+            max_restarts=settings.max_worker_restarts,
         ),
         worker_target=worker_entry,
         # Workers bind the port the supervisor reserved (the real one when 0 was asked).
@@ -111,8 +117,15 @@ def resolve_model(settings: ServerSettings) -> tuple[str, Any]:
     return "load", files
 
 
-def worker_entry(settings: ServerSettings, index: int, threads: int, control: Connection) -> None:
-    """Process target of one worker."""
+def worker_entry(
+    settings: ServerSettings,
+    index: int,
+    threads: int,
+    control: Connection,
+    heartbeat: Any,
+    replacement: bool,
+) -> None:
+    """Process target of one worker (``replacement``: started in place of a dead one)."""
     from .worker import WorkerOptions, run_worker
 
     name = settings.served_name()
@@ -127,12 +140,24 @@ def worker_entry(settings: ServerSettings, index: int, threads: int, control: Co
         graceful_timeout=settings.graceful_timeout,
         keep_alive_timeout=settings.keep_alive_timeout,
         access_log=settings.access_log,
+        limits=connection_limits(settings),
+        heartbeat_interval=min(1.0, settings.worker_heartbeat_timeout / 4),
+        listen_once_loaded=replacement,
     )
-    code = run_worker(options, control, lambda: build_worker(settings, index, threads))
+    code = run_worker(options, control, heartbeat, lambda: build_worker(settings, index, threads))
     logging.shutdown()
     # Exit now: an inference thread still running after the grace period must not hold
     # the process (threads cannot be interrupted; the interpreter would wait for them).
     os._exit(code)
+
+
+def connection_limits(settings: ServerSettings) -> ConnectionLimits:
+    """The connection limits of the inference port."""
+    return ConnectionLimits(
+        max_connections=settings.max_connections,
+        header_timeout=settings.header_timeout,
+        min_body_rate=float(settings.min_body_rate),
+    )
 
 
 def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
@@ -146,7 +171,8 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
     from .worker import WorkerCallbacks
 
     name = settings.served_name()
-    metrics = WorkerMetrics(index)
+    warnings = LimitWarnings(logging.getLogger("modeldeploy_server.limits"))
+    metrics = WorkerMetrics(index, warnings.counts)
     dataplane = DataPlane(
         ModelSlot(name, settings.model_version),
         metrics,
@@ -158,9 +184,15 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
         QualityOptions(policy=settings.quality_policy, window=settings.drift_window),
     )
     dataplane.peers_ready = False  # until the supervisor says every worker has the model
-    app = RestApp(dataplane, metrics, max_request_bytes=settings.max_request_bytes)
+    app = RestApp(
+        dataplane,
+        metrics,
+        max_request_bytes=settings.max_request_bytes,
+        max_inflight_body_bytes=settings.inflight_body_bytes(),
+        warnings=warnings,
+    )
     identity = ModelIdentity(
-        uri=settings.model_uri or "",
+        uri=redact_uri(settings.model_uri or ""),
         sha256=settings.sha256 or "",
         version=settings.model_version or "",
     )
@@ -180,7 +212,8 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
                 try:
                     profile = read_profile(Path(value["profile"]), sha256=settings.profile_sha256)
                 except ProfileError as exc:
-                    dataplane.fail(f"training profile {settings.profile_uri}: {exc}")
+                    where = redact_uri(settings.profile_uri or "")
+                    dataplane.fail(f"training profile {where}: {exc}")
                     return None
             model = OnnxModel(
                 name,
@@ -202,4 +235,6 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
         control=control,
         drain=dataplane.start_draining,
         close=dataplane.close,
+        warnings=warnings,
+        loaded=dataplane.settled,
     )

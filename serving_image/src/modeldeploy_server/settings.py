@@ -64,6 +64,14 @@ class ServerSettings(BaseModel):
     graceful_timeout: float = Field(30.0, ge=0, le=3600)
     drain_delay: float = Field(0.0, ge=0, le=600)
     keep_alive_timeout: float = Field(75.0, gt=0, le=3600)
+    max_connections: int = Field(2048, ge=1, le=1_000_000, description="per worker")
+    header_timeout: float = Field(10.0, gt=0, le=3600, description="seconds for a request head")
+    min_body_rate: int = Field(1024, ge=0, description="bytes/s a request body must keep up")
+    max_inflight_body_bytes: int | None = Field(
+        None, ge=1024, description="request body bytes held at once per worker"
+    )
+    worker_heartbeat_timeout: float = Field(10.0, ge=0.5, le=3600)
+    max_worker_restarts: int = Field(5, ge=0, le=10_000)
     model_cache_dir: str = str(Path(tempfile.gettempdir()) / "modeldeploy-models")
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -82,6 +90,23 @@ class ServerSettings(BaseModel):
             if self.quality_policy == "reject":
                 raise ValueError("--quality-policy reject needs a training profile (--profile-uri)")
         return self
+
+    @model_validator(mode="after")
+    def _a_whole_request_fits_in_flight(self) -> ServerSettings:
+        if (
+            self.max_inflight_body_bytes is not None
+            and self.max_inflight_body_bytes < self.max_request_bytes
+        ):
+            raise ValueError(
+                "--max-inflight-body-bytes is below --max-request-bytes: a request of the "
+                "largest allowed size could never be read"
+            )
+        return self
+
+    def inflight_body_bytes(self) -> int:
+        """The bound on request body bytes a worker holds at once (default: four of the
+        largest allowed bodies)."""
+        return self.max_inflight_body_bytes or 4 * self.max_request_bytes
 
     def served_name(self) -> str:
         """The model name, defaulting to the model file's stem."""

@@ -1,12 +1,20 @@
-"""The supervisor: starts the workers, serves the metrics port, forwards signals.
+"""The supervisor: starts the workers, keeps them alive, serves the metrics port, forwards
+signals.
 
 It stays light (no numpy, no onnxruntime): it reserves the HTTP port, spawns ``N`` worker
 processes that bind the same port with SO_REUSEPORT, resolves the model file (a remote
 URI is downloaded once, here) and tells the workers to load it; once every worker has
 loaded it, it tells them so, and only then do they report ready. On a scrape it asks each
 worker for a snapshot over its pipe and serves the aggregate. SIGTERM is forwarded; the
-supervisor exits 0 when every worker drained and exited 0. A worker that dies on its own
-takes the pod down (exit 1) so that Kubernetes restarts it whole.
+supervisor exits 0 when every worker drained and exited 0.
+
+A worker that dies on its own is started again (at once the first time, then with a
+doubling delay up to ``MAX_RESTART_DELAY``), and one whose event loop stops beating
+(``heartbeat_timeout``: stopped, deadlocked, stuck in a C call) is killed and started
+again. A replacement binds the port only once it has loaded the model, so the workers
+still running keep serving and answering ready meanwhile: the pod reports not ready only
+when no worker can serve. Past ``max_restarts`` restarts within ``RESTART_WINDOW`` the
+supervisor gives up and exits 1, and Kubernetes restarts the container.
 """
 
 from __future__ import annotations
@@ -17,61 +25,28 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import RawValue
 from typing import Any
 
-from .metrics import aggregate, render
+from .metrics import Aggregate, aggregate, render, retired
+from .metrics_endpoint import MetricsEndpoint, bind_metrics_socket
 from .worker import listen_socket
+from .worker_channel import WorkerChannel
 
 log = logging.getLogger(__name__)
 
 SCRAPE_TIMEOUT = 2.0
-
-
-class _Channel:
-    """The supervisor's end of one worker's pipe: serialized, with matched replies."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.lock = threading.Lock()
-        self.sequence = 0
-        self.last_snapshot: dict[str, Any] | None = None
-
-    def send(self, message: Any) -> None:
-        # A gone worker is the wait loop's business, not the sender's.
-        with self.lock, contextlib.suppress(OSError, EOFError):
-            self.conn.send(message)
-
-    def ask(self, kind: str, timeout: float) -> tuple[bool, Any]:
-        """Send a question, wait for its answer: (answered, payload)."""
-        with self.lock:
-            self.sequence += 1
-            deadline = time.monotonic() + timeout
-            try:
-                self.conn.send((kind, self.sequence))
-                while (remaining := deadline - time.monotonic()) > 0:
-                    if not self.conn.poll(remaining):
-                        break
-                    sequence, payload = self.conn.recv()
-                    if sequence == self.sequence:  # skip late answers to earlier questions
-                        return True, payload
-            except (OSError, EOFError):
-                pass
-            return False, None
-
-    def snapshot(self, timeout: float) -> dict[str, Any] | None:
-        """A fresh snapshot, or the last one when the worker does not answer in time."""
-        answered, snapshot = self.ask("snapshot", timeout)
-        if answered:
-            self.last_snapshot = snapshot
-        return self.last_snapshot
+RESTART_WINDOW = 600.0
+"""Seconds over which restarts are counted against ``max_restarts``."""
+MAX_RESTART_DELAY = 10.0
+STARTUP_GRACE = 60.0
+"""A new worker may take this long (imports, spawning) before its first heartbeat."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +61,25 @@ class SupervisorOptions:
     track: str
     shutdown_budget: float
     """Seconds a worker may take to drain before it is killed."""
+    header_timeout: float = 10.0
+    keep_alive_timeout: float = 75.0
+    heartbeat_timeout: float = 10.0
+    """A worker whose event loop has not beaten for this long is replaced."""
+    max_restarts: int = 5
+    """Restarts within ``RESTART_WINDOW`` before the supervisor gives up."""
+
+
+@dataclass
+class _Worker:
+    """One running worker process and what the supervisor holds of it."""
+
+    index: int
+    process: BaseProcess
+    channel: WorkerChannel
+    heartbeat: Any  # a shared double: the worker's time.monotonic() at its last beat
+    started: float
+    unresponsive: bool = False
+    retired: bool = False
 
 
 class Supervisor:
@@ -102,10 +96,20 @@ class Supervisor:
         self.worker_target = worker_target
         self.worker_args = worker_args
         self.resolve_model = resolve_model
-        self.processes: list[BaseProcess] = []
-        self.channels: list[_Channel] = []
+        self.workers: list[_Worker] = []
         self.stopping = threading.Event()
+        self.metrics_warnings: dict[str, int] = {}
         self.stop_deadline: float | None = None
+        self.restarts: deque[float] = deque()
+        self.restart_count = 0
+        self.retired = Aggregate.empty()
+        """Counters of workers that died, so that the sums never go down."""
+        self._context = multiprocessing.get_context("spawn")
+        self._port = 0
+        self._plan_lock = threading.Lock()
+        self._metrics_lock = threading.Lock()
+        self._plan: tuple[str, Any] | None = None  # ("load", files) or ("fail", reason)
+        self._pod_ready = False  # every first worker has loaded the model
 
     def run(self) -> int:
         """Start everything and wait; returns the process exit code."""
@@ -117,31 +121,30 @@ class Supervisor:
             log.error("cannot bind the HTTP port %s:%s: %s", opts.host, opts.http_port, exc)
             return 1
         try:
-            metrics_server = self._start_metrics_server()
+            metrics_socket = bind_metrics_socket(opts.host, opts.metrics_port)
         except OSError as exc:
             log.error("cannot bind the metrics port %s:%s: %s", opts.host, opts.metrics_port, exc)
             reserved.close()
             return 1
+        metrics = MetricsEndpoint(
+            metrics_socket,
+            self.scrape,
+            header_timeout=opts.header_timeout,
+            keep_alive_timeout=opts.keep_alive_timeout,
+        )
+        self.metrics_warnings = metrics.warnings.counts
+        metrics.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
-        context = multiprocessing.get_context("spawn")
+        self._port = reserved.getsockname()[1]
         for index in range(opts.workers):
-            parent, child = context.Pipe()
-            process = context.Process(
-                target=self.worker_target,
-                args=(*self.worker_args(index, reserved.getsockname()[1]), child),
-                name=f"modeldeploy-worker-{index}",
-            )
-            process.start()
-            child.close()
-            self.processes.append(process)
-            self.channels.append(_Channel(parent))
+            self.workers.append(self._spawn(index, replacement=False))
         log.info(
             "server started",
             extra={
                 "fields": {
-                    "http": f"{opts.host}:{reserved.getsockname()[1]}",
-                    "metrics": f"{opts.host}:{metrics_server.server_address[1]}",
+                    "http": f"{opts.host}:{self._port}",
+                    "metrics": f"{opts.host}:{metrics.port}",
                     "workers": opts.workers,
                 }
             },
@@ -150,32 +153,53 @@ class Supervisor:
         try:
             return self._wait()
         finally:
-            metrics_server.shutdown()
-            metrics_server.server_close()
+            metrics.stop()
             reserved.close()
+
+    def _spawn(self, index: int, *, replacement: bool) -> _Worker:
+        """Start worker ``index``; a replacement listens only once its model is loaded."""
+        parent, child = self._context.Pipe()
+        heartbeat = RawValue("d", 0.0)
+        process = self._context.Process(
+            target=self.worker_target,
+            args=(*self.worker_args(index, self._port), child, heartbeat, replacement),
+            name=f"modeldeploy-worker-{index}",
+        )
+        process.start()
+        child.close()
+        worker = _Worker(index, process, WorkerChannel(parent), heartbeat, time.monotonic())
+        log.info(
+            "worker started",
+            extra={"fields": {"worker": index, "pid": process.pid, "replacement": replacement}},
+        )
+        return worker
 
     def _on_signal(self, signum: int, frame: object) -> None:
         if not self.stopping.is_set():
             log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
             self.stopping.set()
             self.stop_deadline = time.monotonic() + self.options.shutdown_budget
-        for process in self.processes:
+        for worker in list(self.workers):
+            process = worker.process
             if process.exitcode is None and process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM)
 
     def _resolve(self) -> None:
-        kind, value = self.resolve_model()
-        for channel in self.channels:
-            channel.send((kind, value))
-        if kind != "load":
+        plan = self.resolve_model()
+        with self._plan_lock:
+            self._plan = plan
+            channels = [worker.channel for worker in self.workers]
+        for channel in channels:
+            channel.send(plan)
+        if plan[0] != "load":
             return
         # Readiness is the pod's: report ready only once every worker has its model, so
         # that no connection lands on a worker still loading (MLServer #1134).
-        waiting = set(range(len(self.channels)))
+        waiting = set(range(len(self.workers)))
         while waiting and not self.stopping.is_set():
             for index in sorted(waiting):
-                answered, state = self.channels[index].ask("state", SCRAPE_TIMEOUT)
+                answered, state = self.workers[index].channel.ask("state", SCRAPE_TIMEOUT)
                 if answered and state in ("READY", "FAILED"):
                     waiting.discard(index)
                     if state == "FAILED":
@@ -183,82 +207,136 @@ class Supervisor:
             if waiting:
                 self.stopping.wait(0.05)
         if not waiting:
-            for channel in self.channels:
+            with self._plan_lock:
+                self._pod_ready = True
+                channels = [worker.channel for worker in self.workers]
+            for channel in channels:
                 channel.send(("peers-ready", None))
+
+    def _replace(self, index: int) -> None:
+        """Start worker ``index`` again and give it what the others were given."""
+        with self._plan_lock:
+            worker = self._spawn(index, replacement=True)
+            self.workers[index] = worker
+            if self._plan is not None:
+                worker.channel.send(self._plan)
+            if self._pod_ready:
+                worker.channel.send(("peers-ready", None))
 
     def _wait(self) -> int:
         exit_code = 0
-        reported: set[int] = set()
+        reported: set[int | None] = set()  # pids whose exit was handled
+        due: dict[int, float] = {}  # worker index -> when to start it again
         while True:
-            alive = [p for p in self.processes if p.exitcode is None]
-            if not alive:
+            alive = [w for w in self.workers if w.process.exitcode is None]
+            if self.stopping.is_set() and not alive:
                 break
-            multiprocessing.connection.wait([p.sentinel for p in alive], timeout=0.5)
-            for index, process in enumerate(self.processes):
+            now = time.monotonic()
+            wait = min([0.5, *(max(0.0, at - now) for at in due.values())])
+            multiprocessing.connection.wait([w.process.sentinel for w in alive], timeout=wait)
+            for worker in list(self.workers):
+                process = worker.process
                 code = process.exitcode
-                if code is None or index in reported:
+                if code is None or process.pid in reported:
                     continue
-                reported.add(index)
-                if code != 0:
-                    exit_code = 1
-                if not self.stopping.is_set():
-                    log.error(
-                        "worker exited unexpectedly; stopping the server",
-                        extra={"fields": {"worker": process.name, "exit_code": code}},
-                    )
+                reported.add(process.pid)
+                self._retire(worker)
+                if self.stopping.is_set():
+                    if code != 0:
+                        exit_code = 1
+                    continue
+                delay = self._restart_delay(worker)
+                if delay is None:
                     exit_code = 1
                     self._on_signal(signal.SIGTERM, None)
+                else:
+                    due[worker.index] = time.monotonic() + delay
+            if not self.stopping.is_set():
+                self._check_heartbeats()
+                for index, at in list(due.items()):
+                    if time.monotonic() >= at:
+                        del due[index]
+                        self._replace(index)
             if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
-                for process in self.processes:
-                    if process.exitcode is None:
+                for worker in self.workers:
+                    if worker.process.exitcode is None:
                         log.error("worker did not stop in time; killing it",
-                                  extra={"fields": {"worker": process.name}})  # fmt: skip
-                        process.kill()
+                                  extra={"fields": {"worker": worker.index}})  # fmt: skip
+                        worker.process.kill()
                 exit_code = 1
                 self.stop_deadline = None
         log.info("server stopped", extra={"fields": {"exit_code": exit_code}})
         return exit_code
 
+    def _restart_delay(self, worker: _Worker) -> float | None:
+        """Seconds before ``worker`` starts again, or None once the restart limit is hit."""
+        now = time.monotonic()
+        while self.restarts and now - self.restarts[0] > RESTART_WINDOW:
+            self.restarts.popleft()
+        fields = {
+            "worker": worker.index,
+            "pid": worker.process.pid,
+            "exit_code": worker.process.exitcode,
+            "restarts_in_window": len(self.restarts),
+        }
+        if len(self.restarts) >= self.options.max_restarts:
+            log.error(
+                "worker restart limit reached; stopping the server",
+                extra={"fields": {**fields, "max_restarts": self.options.max_restarts,
+                                  "window_seconds": RESTART_WINDOW}},
+            )  # fmt: skip
+            return None
+        delay = 0.0 if not self.restarts else min(MAX_RESTART_DELAY, 0.5 * 2 ** len(self.restarts))
+        self.restarts.append(now)
+        self.restart_count += 1
+        reason = "was unresponsive" if worker.unresponsive else "exited unexpectedly"
+        log.error(
+            f"worker {reason}; starting it again",
+            extra={"fields": {**fields, "restart_in_seconds": delay}},
+        )
+        return delay
+
+    def _check_heartbeats(self) -> None:
+        now = time.monotonic()
+        limit = self.options.heartbeat_timeout
+        for worker in self.workers:
+            if worker.process.exitcode is not None or worker.unresponsive:
+                continue
+            beat = worker.heartbeat.value
+            # Before its first beat a worker is still starting: it gets STARTUP_GRACE.
+            silent = now - beat if beat else now - worker.started - max(0.0, STARTUP_GRACE - limit)
+            if silent > limit:
+                worker.unresponsive = True
+                log.error(
+                    "worker unresponsive; killing it",
+                    extra={"fields": {"worker": worker.index, "pid": worker.process.pid,
+                                      "seconds_since_heartbeat": round(silent, 1)}},
+                )  # fmt: skip
+                worker.process.kill()  # SIGKILL: a stopped process cannot handle SIGTERM
+
+    def _retire(self, worker: _Worker) -> None:
+        """Keep the counters of a worker that is gone (as of its last snapshot)."""
+        with self._metrics_lock:
+            worker.retired = True
+            snapshot = worker.channel.last_snapshot
+            if snapshot is not None:
+                self.retired.absorb(aggregate([retired(snapshot)]))
+        worker.channel.close()
+
     # -- metrics -------------------------------------------------------------------
     def scrape(self, accept: str | None) -> tuple[bytes, str]:
         """Aggregate every worker's snapshot into one exposition."""
-        snapshots = [
-            snap
-            for channel, process in zip(self.channels, self.processes, strict=True)
-            if process.exitcode is None and (snap := channel.snapshot(SCRAPE_TIMEOUT)) is not None
+        taken = [
+            (worker, snap)
+            for worker in list(self.workers)
+            if worker.process.exitcode is None
+            and (snap := worker.channel.snapshot(SCRAPE_TIMEOUT)) is not None
         ]
-        return render(aggregate(snapshots), self.options.deployment, self.options.track, accept)
-
-    def _start_metrics_server(self) -> ThreadingHTTPServer:
-        supervisor = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                if self.path.split("?", 1)[0] not in ("/metrics", "/"):
-                    self._reply(404, b'{"error":"not found; metrics are at /metrics"}',
-                                "application/json")  # fmt: skip
-                    return
-                body, content_type = supervisor.scrape(self.headers.get("Accept"))
-                self._reply(200, body, content_type)
-
-            def _reply(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        family = socket.AF_INET6 if ":" in self.options.host else socket.AF_INET
-
-        class Server(ThreadingHTTPServer):
-            address_family = family
-            daemon_threads = True
-
-        server = Server((self.options.host, self.options.metrics_port), Handler)
-        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-        return server
+        with self._metrics_lock:
+            # A worker retired meanwhile is counted once, among the retired.
+            data = aggregate(snap for worker, snap in taken if not worker.retired)
+            data.absorb(self.retired)
+        for limit, hits in list(self.metrics_warnings.items()):
+            data.limit_hits[("metrics", limit)] = hits
+        data.worker_restarts = self.restart_count
+        return render(data, self.options.deployment, self.options.track, accept)

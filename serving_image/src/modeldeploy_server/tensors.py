@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import BadRequest
+
 
 @dataclass(slots=True)
 class Tensor:
@@ -28,6 +30,58 @@ class TensorSpec:
     name: str
     datatype: str
     shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A served model's inputs and outputs. Requests are checked against it while they are
+    decoded, before any tensor data is: a request that cannot fit the model costs little."""
+
+    model: str
+    inputs: dict[str, TensorSpec]
+    outputs: tuple[str, ...]
+
+    @classmethod
+    def of(cls, model: str, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> Signature:
+        return cls(model, {s.name: s for s in inputs}, tuple(s.name for s in outputs))
+
+    def check_input_count(self, count: int) -> None:
+        if count > len(self.inputs):
+            raise BadRequest(
+                f"the request has {count} inputs; model '{self.model}' has {len(self.inputs)}: "
+                f"{list(self.inputs)}"
+            )
+
+    def check_input(self, name: str, datatype: str | None, shape: tuple[int, ...] | None) -> None:
+        """Name, then datatype, then shape (each as soon as it is known)."""
+        spec = self.inputs.get(name)
+        if spec is None:
+            raise BadRequest(
+                f"unknown input '{name}'; model '{self.model}' has inputs {list(self.inputs)}"
+            )
+        if datatype is not None and datatype != spec.datatype:
+            raise BadRequest(
+                f"input '{name}' has datatype {datatype}; model '{self.model}' expects "
+                f"{spec.datatype}"
+            )
+        if shape is not None and not _fits(shape, spec.shape):
+            raise BadRequest(
+                f"input '{name}' has shape {list(shape)}; model '{self.model}' expects "
+                f"{list(spec.shape)} (-1: any size)"
+            )
+
+    def check_output_count(self, count: int) -> None:
+        if count > len(self.outputs):
+            raise BadRequest(
+                f"the request asks for {count} outputs; model '{self.model}' has "
+                f"{len(self.outputs)}: {list(self.outputs)}"
+            )
+
+    def check_output(self, name: str) -> None:
+        if name not in self.outputs:
+            raise BadRequest(
+                f"unknown output '{name}'; model '{self.model}' has outputs {list(self.outputs)}"
+            )
 
 
 @dataclass(slots=True)
@@ -58,3 +112,12 @@ class InferResult:
     outputs: list[Tensor]
     binary: list[bool] = field(default_factory=list)
     id: str | None = None
+
+
+def _fits(shape: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
+    if len(shape) != len(wanted):
+        return False
+    for want, got in zip(wanted, shape, strict=True):  # noqa: SIM110 - per request: no generator
+        if want != -1 and want != got:
+            return False
+    return True

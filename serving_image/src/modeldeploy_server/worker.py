@@ -14,75 +14,19 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Callable, Generator
+import time
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-import orjson
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .http_limits import ConnectionGuard, ConnectionLimits
+from .http_protocol import protocol_class
+from .logs import LimitWarnings
 
 log = logging.getLogger(__name__)
-
-
-class _CoalescingTransport:
-    """A transport whose writes leave together: one send() per response, not two.
-
-    uvicorn writes a response's head and body separately; each write is a system call.
-    Writes are held until the response completes (the protocol flushes then) and, as a
-    fallback for anything else (100-continue), until the next turn of the loop.
-    """
-
-    __slots__ = ("_buffer", "_loop", "_scheduled", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._buffer: list[bytes] = []
-        self._scheduled = False
-
-    def write(self, data: bytes) -> None:
-        self._buffer.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        if self._buffer:
-            data = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-            self._buffer.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class ServerHttpProtocol(HttpToolsProtocol):
-    """httptools' protocol with one write per response, and JSON bodies even for requests
-    it cannot parse."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.transport = _CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
-
-    def on_response_complete(self) -> None:
-        self.transport.flush()  # type: ignore[attr-defined]
-        super().on_response_complete()
-
-    def send_400_response(self, msg: str) -> None:
-        body = orjson.dumps({"error": f"malformed HTTP request: {msg}"})
-        self.transport.write(
-            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
-        )
-        self.transport.close()
 
 
 def listen_socket(host: str, port: int, *, exclusive_check: bool = False) -> socket.socket:
@@ -105,7 +49,7 @@ def listen_socket(host: str, port: int, *, exclusive_check: bool = False) -> soc
     return sock
 
 
-class _Server(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: the worker installs its own."""
 
     @contextlib.contextmanager
@@ -126,6 +70,10 @@ class WorkerCallbacks:
     """Readiness turns false."""
     close: Callable[[], None]
     """After the server stopped: release the model."""
+    loaded: Callable[[], Awaitable[bool]]
+    """Waits until the model is loaded (True) or failed to load (False)."""
+    warnings: LimitWarnings
+    """Where connection limits are counted and logged (the app's own limits go there too)."""
 
 
 @dataclass(frozen=True)
@@ -138,25 +86,51 @@ class WorkerOptions:
     graceful_timeout: float
     keep_alive_timeout: float
     access_log: bool
+    limits: ConnectionLimits
+    heartbeat_interval: float = 1.0
+    listen_once_loaded: bool = False
+    """Bind the port only once the model is loaded (a replacement for a dead worker)."""
 
 
 def run_worker(
-    options: WorkerOptions, control: Connection, make: Callable[[], WorkerCallbacks]
+    options: WorkerOptions,
+    control: Connection,
+    heartbeat: Any,
+    make: Callable[[], WorkerCallbacks],
 ) -> int:
-    """Run until SIGTERM/SIGINT or the supervisor disappears; returns the exit code."""
+    """Run until SIGTERM/SIGINT or the supervisor disappears; returns the exit code.
+
+    ``heartbeat`` is a shared double the event loop sets to ``time.monotonic()`` every
+    ``heartbeat_interval`` seconds: the supervisor replaces a worker whose loop stops.
+    """
     import uvloop
 
-    return uvloop.run(_serve(options, control, make))
+    return uvloop.run(_serve(options, control, heartbeat, make))
 
 
 async def _serve(
-    options: WorkerOptions, control: Connection, make: Callable[[], WorkerCallbacks]
+    options: WorkerOptions,
+    control: Connection,
+    heartbeat: Any,
+    make: Callable[[], WorkerCallbacks],
 ) -> int:
     loop = asyncio.get_running_loop()
     callbacks = make()
+
+    def beat() -> None:
+        heartbeat.value = time.monotonic()
+        loop.call_later(options.heartbeat_interval, beat)
+
+    beat()
+    guard = ConnectionGuard(options.limits, "http", callbacks.warnings)
+    if guard.cap < options.limits.max_connections:
+        log.warning(
+            "connection cap lowered to fit the open-file limit",
+            extra={"fields": {"max_connections": guard.cap}},
+        )
     config = uvicorn.Config(
         callbacks.app,
-        http=ServerHttpProtocol,
+        http=protocol_class(guard),
         lifespan="off",
         access_log=options.access_log,
         log_config=None,
@@ -165,7 +139,7 @@ async def _serve(
         timeout_graceful_shutdown=int(max(1, round(options.graceful_timeout))),
         backlog=2048,
     )
-    server = _Server(config)
+    server = QuietServer(config)
     stopping = False
 
     def stop(reason: str) -> None:
@@ -195,12 +169,26 @@ async def _serve(
             stop("supervisor gone")
 
     loop.add_reader(control.fileno(), on_control)
+    callbacks.start()
+    if options.listen_once_loaded:
+        # A replacement: the other workers serve meanwhile; a connection the kernel gave
+        # this one while it loads would only get 503.
+        waiting = asyncio.ensure_future(callbacks.loaded())
+        while not waiting.done() and not stopping:
+            await asyncio.wait({waiting}, timeout=0.1)
+        if stopping:
+            waiting.cancel()
+            callbacks.close()
+            return 0
+        if not waiting.result():
+            log.error("the model did not load in this replacement worker; exiting")
+            callbacks.close()
+            return 1
     try:
         sock = listen_socket(options.host, options.port)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", options.host, options.port, exc)
         return 1
-    callbacks.start()
     try:
         await server.serve(sockets=[sock])
     finally:

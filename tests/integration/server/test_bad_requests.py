@@ -77,6 +77,8 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
      400, "Inference-Header-Content-Length is 500 but the body has 14 bytes"),
     ("header length not a number", URL, b"{}", {"Inference-Header-Content-Length": "x"}, 400,
      "must be an integer"),
+    ("header length in non-ASCII digits", URL, b"{}",
+     {"Inference-Header-Content-Length": "\u00b2"}, 400, "must be an integer"),
     ("binary input without the binary header", URL,
      orjson.dumps({"inputs": [{"name": "X", "shape": [2, 4], "datatype": "FP32",
                                "parameters": {"binary_data_size": 32}}]}),

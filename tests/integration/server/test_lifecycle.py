@@ -16,7 +16,6 @@ import onnxruntime as ort
 import orjson
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from modeldeploy_server.runtime.onnx import session_options
 
@@ -44,13 +43,7 @@ def _spin_body(iterations: int, rows: int = 1) -> bytes:
 
 
 def _metric(server: ServerProcess, name: str, **labels: str) -> float:
-    text = requests.get(server.metrics_url, timeout=10).text
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    return server.metric(name, **labels)
 
 
 def test_sigterm_drains_under_load(models: dict[str, Path], new_server: Any) -> None:

@@ -62,12 +62,18 @@ class AsgiClient:
             for i, part in enumerate(parts)
         ]
         sent: list[dict[str, Any]] = []
+        answered = asyncio.Event()
 
         async def receive() -> dict[str, Any]:
-            return messages.pop(0) if messages else {"type": "http.disconnect"}
+            if messages:
+                return messages.pop(0)
+            await answered.wait()  # as uvicorn: the client stays until it has its answer
+            return {"type": "http.disconnect"}
 
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered.set()
 
         scope = {
             "type": "http",

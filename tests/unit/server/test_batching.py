@@ -209,3 +209,21 @@ def test_a_batch_waits_for_requests_on_their_way_at_most_max_delay(arrives: bool
     else:
         assert model.calls == [1]
         assert elapsed >= 0.19
+
+
+def test_requests_cancelled_while_queued_never_run() -> None:
+    model = DoublingModel(seconds=0.2)
+    batcher = _batcher(model, inline_threshold=0.0)  # in the thread: the loop stays free
+
+    async def scenario() -> list[np.ndarray]:
+        first = batcher.submit(_rows(1), ["y"], 1)
+        await asyncio.sleep(0.05)  # running now; the next ones queue behind it
+        queued = [batcher.submit(_rows(1, 10.0 * i), ["y"], 1) for i in range(1, 4)]
+        queued[0].cancel()  # their clients went away
+        queued[2].cancel()
+        return [*(await first), *(await queued[1])]
+
+    y0, y2 = asyncio.run(scenario())
+    np.testing.assert_array_equal(y0, [[0, 2]])
+    np.testing.assert_array_equal(y2, [[40, 42]])
+    assert model.calls == [1, 1]  # the first, then only the one still wanted

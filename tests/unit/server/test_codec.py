@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import numpy as np
@@ -26,7 +27,7 @@ from modeldeploy_server.codec.infer import (
 from modeldeploy_server.codec.json_tensors import decode_json_data, json_data, validate_shape
 from modeldeploy_server.codec.v1 import decode_v1_request, encode_v1_result
 from modeldeploy_server.errors import BadRequest
-from modeldeploy_server.tensors import InferResult, Tensor, TensorSpec
+from modeldeploy_server.tensors import InferResult, Signature, Tensor, TensorSpec
 
 NUMERIC = [d for d in NUMPY_DTYPES if d not in ("BYTES",)]
 
@@ -410,3 +411,76 @@ def test_v1_predictions_per_row() -> None:
     assert orjson.loads(encode_v1_result(two, 2)) == {
         "predictions": [{"label": 1, "p": [0.25]}, {"label": 0, "p": [0.5]}]
     }
+
+
+# -- big data and the model's signature ----------------------------------------------------
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "INT8", "BOOL", "BYTES"])
+def test_big_data_is_converted_slice_by_slice_to_the_same_array(datatype: str) -> None:
+    count = 200_003  # more than three slices, the last one short
+    values: list[object] = {
+        "FP32": [i / 7 for i in range(count)],
+        "INT8": [i % 256 - 128 for i in range(count)],
+        "BOOL": [i % 3 == 0 for i in range(count)],
+        "BYTES": [str(i) for i in range(count)],
+    }[datatype]
+    array = decode_json_data(values, [count], count, datatype, "x")
+    expected = np.array(values, dtype=NUMPY_DTYPES[datatype])
+    assert array.dtype == expected.dtype and np.array_equal(array, expected)
+
+
+def test_big_data_out_of_range_in_its_last_slice_is_refused() -> None:
+    values = [1] * 200_000 + [300]
+    with pytest.raises(BadRequest, match="out of range for INT8"):
+        decode_json_data(values, [len(values)], len(values), "INT8", "x")
+    floats = [0.5] * 200_000 + [1e39]
+    with pytest.raises(BadRequest, match="out of range for FP32"):
+        decode_json_data(floats, [len(floats)], len(floats), "FP32", "x")
+
+
+SIGNATURE = Signature.of(
+    "m",
+    [TensorSpec("X", "FP32", (-1, 4))],
+    [TensorSpec("label", "INT64", (-1,)), TensorSpec("p", "FP32", (-1, 3))],
+)
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"inputs": [{"name": f"x{i}"} for i in range(3)]},
+         "the request has 3 inputs; model 'm' has 1: ['X']"),
+        ({"inputs": [{"name": "Z", "datatype": "?"}]}, "unknown input 'Z'; model 'm' has"),
+        # The datatype is refused before the data, which is not even valid here.
+        ({"inputs": [{"name": "X", "datatype": "BYTES", "shape": [1, 4], "data": 7}]},
+         "input 'X' has datatype BYTES; model 'm' expects FP32"),
+        ({"inputs": [{"name": "X", "datatype": "FP32", "shape": [4, 1], "data": 7}]},
+         "input 'X' has shape [4, 1]; model 'm' expects [-1, 4]"),
+        ({"inputs": [{"name": "X"}], "outputs": [{"name": f"o{i}"} for i in range(3)]},
+         "the request asks for 3 outputs; model 'm' has 2"),
+        ({"inputs": [{"name": "X"}], "outputs": [{"name": "q"}]}, "unknown output 'q'"),
+    ],
+)  # fmt: skip
+def test_the_signature_is_checked_before_any_data(doc: dict[str, object], message: str) -> None:
+    with pytest.raises(BadRequest, match=re.escape(message)):
+        decode_infer_request(orjson.dumps(doc), None, SIGNATURE)
+
+
+def test_header_length_takes_ascii_digits_only() -> None:
+    for value in ("\u00b2", "\u0663", "1\u00b2"):
+        with pytest.raises(BadRequest, match="must be an integer"):
+            parse_header_length(value, 100)
+
+
+def test_big_json_naming_far_more_tensors_than_the_model_is_refused_before_parsing() -> None:
+    names = [{"name": f"x{i}"} for i in range(100)]
+    body = orjson.dumps({"inputs": names}) + b" " * (64 * 1024)  # past the scan threshold
+    with pytest.raises(BadRequest, match="names 100 tensors; model 'm' has 1 input and 2"):
+        decode_infer_request(body, None, SIGNATURE)
+    # "name" as a BYTES value is data, not a key: such a request is decoded as usual.
+    text = Signature.of("t", [TensorSpec("s", "BYTES", (-1,))], [TensorSpec("y", "FP32", (-1,))])
+    values = ["name"] * 20_000
+    doc = {"inputs": [{"name": "s", "shape": [len(values)], "datatype": "BYTES", "data": values}]}
+    request = decode_infer_request(orjson.dumps(doc), None, text)
+    assert request.inputs[0].array.shape == (20_000,)

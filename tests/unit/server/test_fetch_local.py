@@ -15,6 +15,7 @@ from modeldeploy_server.fetch import (
     SourceNotFound,
     fetch,
     local_path,
+    redact_uri,
 )
 
 
@@ -123,3 +124,23 @@ def test_progress_is_logged(
     assert complete.fields["bytes"] == source[0].stat().st_size  # type: ignore[attr-defined]
     assert complete.fields["percent"] == 100.0  # type: ignore[attr-defined]
     assert "no sha256 given" in messages[-2]
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("https://host/m.onnx", "https://host/m.onnx"),
+        ("https://u:p@host:8443/m.onnx", "https://host:8443/m.onnx"),
+        ("https://ghp_token@host/m.onnx", "https://host/m.onnx"),
+        (
+            "https://b.s3.amazonaws.com/m.onnx?X-Amz-Signature=abc",
+            "https://b.s3.amazonaws.com/m.onnx",
+        ),
+        ("https://host/m.onnx#sig=abc", "https://host/m.onnx"),
+        ("https://u:p@host:notaport/m.onnx", "https://(redacted)"),
+        ("s3://bucket/key.onnx", "s3://bucket/key.onnx"),
+        ("/models/m.onnx", "/models/m.onnx"),
+    ],
+)
+def test_redacted_uris_keep_no_credentials(uri: str, shown: str) -> None:
+    assert redact_uri(uri) == shown

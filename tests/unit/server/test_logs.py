@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from modeldeploy_server.logs import JsonFormatter, TextFormatter
+from modeldeploy_server.logs import JsonFormatter, LimitWarnings, TextFormatter
 
 
 def _record(exc: bool = False) -> logging.LogRecord:
@@ -47,3 +47,25 @@ def test_text_format(worker: int | None) -> None:
     line = TextFormatter({"worker": worker}).format(_record())
     assert "hello you" in line and "model=rf" in line
     assert line.startswith("[worker 2]") == (worker == 2)
+
+
+def test_limit_warnings_count_every_hit_and_log_one_line_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    warnings = LimitWarnings(logging.getLogger("limits"), interval=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="limits"):
+        for second in range(25):
+            now[0] = float(second)
+            for _ in range(100):
+                warnings.hit("body-rate", "too slow", client="c")
+        warnings.hit("connections", "too many")
+    assert warnings.counts == {"body-rate": 2500, "connections": 1}
+    lines = [(r.getMessage(), r.fields["limit"], r.fields["hits"]) for r in caplog.records]  # type: ignore[attr-defined]
+    # The first hit, then one line per 10 s standing for the hits since the last line.
+    assert lines == [
+        ("too slow", "body-rate", 1),
+        ("too slow", "body-rate", 1000),
+        ("too slow", "body-rate", 1000),
+        ("too many", "connections", 1),
+    ]

@@ -7,7 +7,15 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from modeldeploy_server.metrics import LATENCY_BUCKETS, Histogram, WorkerMetrics, aggregate, render
+from modeldeploy_server.metrics import (
+    LATENCY_BUCKETS,
+    Aggregate,
+    Histogram,
+    WorkerMetrics,
+    aggregate,
+    render,
+    retired,
+)
 
 NAMES = {
     "modeldeploy_requests",
@@ -19,6 +27,8 @@ NAMES = {
     "modeldeploy_model_load_duration_seconds",
     "modeldeploy_model_info",
     "modeldeploy_worker_resident_memory_bytes",
+    "modeldeploy_http_limit_hits",
+    "modeldeploy_worker_restarts",
 }
 
 
@@ -142,3 +152,21 @@ def test_model_aware_metrics_are_summed_over_workers() -> None:
     names = {s.name for s in families["modeldeploy_prediction_value"].samples}
     assert names == {"modeldeploy_prediction_value_bucket"}
     assert families["modeldeploy_feature_values"].samples[0].value == 30
+
+
+def test_a_retired_workers_counters_stay_in_the_sums_and_its_gauges_leave() -> None:
+    live, dead = _worker(0, 3, 0.2), _worker(1, 5, 0.5)
+    dead.limit_hits["body-rate"] = 2
+    before = aggregate([live.snapshot(), dead.snapshot()])
+    kept = Aggregate.empty()
+    kept.absorb(aggregate([retired(dead.snapshot())]))
+    after = aggregate([live.snapshot()])
+    after.absorb(kept)
+    assert after.requests == before.requests
+    assert after.request_duration == before.request_duration
+    assert after.batch_size == before.batch_size
+    assert after.limit_hits == before.limit_hits == {("http", "body-rate"): 2}
+    assert after.inflight == {"rf": 1} and before.inflight == {"rf": 2}
+    assert (
+        set(after.rss_bytes) == {0} and after.model_info == aggregate([live.snapshot()]).model_info
+    )

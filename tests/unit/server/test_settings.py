@@ -137,3 +137,11 @@ def test_profile_settings() -> None:
 def test_bad_profile_settings_name_the_option(options: dict[str, object], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(options, {})
+
+
+def test_the_bound_on_bodies_in_flight_defaults_to_four_of_the_largest() -> None:
+    assert load_settings({"max_request_bytes": 2048}, {}).inflight_body_bytes() == 8192
+    explicit = {"max_request_bytes": 2048, "max_inflight_body_bytes": 5000}
+    assert load_settings(explicit, {}).inflight_body_bytes() == 5000
+    with pytest.raises(SettingsError, match="--max-inflight-body-bytes is below"):
+        load_settings({"max_request_bytes": 4096, "max_inflight_body_bytes": 2048}, {})

@@ -96,7 +96,9 @@ class ModelSource(ApiModel):
         default=None,
         description="Name of a Secret in the same namespace whose keys become environment "
         "variables of the model download (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-        "AWS_ENDPOINT_URL for s3; HTTP_AUTHORIZATION for https).",
+        "AWS_SESSION_TOKEN, AWS_ENDPOINT_URL for s3; MODELDEPLOY_HTTP_AUTHORIZATION, sent as "
+        "the Authorization header, for http(s)). Credentials go only to the model's origin, "
+        "never to a redirect target on another host.",
     )
     profile: ModelProfile | None = Field(
         default=None,

@@ -1,18 +1,21 @@
 """Open Inference Protocol v2 infer requests and responses, JSON and binary.
 
 ``decode_infer_request`` checks everything the protocol alone can check (structure,
-names, datatypes, shapes against data, binary sizes); checks against the model's
-signature are the data plane's.
+names, datatypes, shapes against data, binary sizes) and, given the model's ``Signature``,
+each input's name, datatype and shape and the number of inputs and outputs, before any
+tensor data is decoded: 400 k inputs, 2 M outputs or 16 M BYTES elements for an FP32 input
+are refused for the price of reading their names. The data plane checks the rest.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 from ..errors import BadRequest
-from ..tensors import InferRequest, InferResult, RequestedOutput, Tensor
+from ..tensors import InferRequest, InferResult, RequestedOutput, Signature, Tensor
 from .binary import binary_data, decode_binary_data
 from .datatypes import DATATYPES
 from .json_tensors import decode_json_data, json_data, json_type, validate_shape
@@ -24,7 +27,7 @@ def parse_header_length(value: str | None, body_length: int) -> int | None:
     """Validate ``Inference-Header-Content-Length`` against the body."""
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # str.isdigit() also takes "²" or "٣"
         raise BadRequest(f"Inference-Header-Content-Length must be an integer, got {value!r}")
     length = int(value)
     if length == 0 or length > body_length:
@@ -62,13 +65,46 @@ def _flag(parameters: dict[str, Any] | None, key: str, what: str) -> bool | None
     return value
 
 
-def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest:
-    """Decode a v2 infer body (JSON, or JSON header plus binary tensors)."""
+_NAME_KEY = re.compile(rb'"name"\s*:')
+NAME_SCAN_BYTES = 64 * 1024
+"""JSON this large is scanned for "name" keys before it is parsed (see _check_name_count)."""
+_NAME_SLACK = 64
+"""Room for "name" keys inside free-form "parameters"."""
+
+
+def _check_name_count(raw: bytes | memoryview, signature: Signature) -> None:
+    """Refuse, before parsing it, JSON that names far more tensors than the model has: the
+    parse alone of 2 M outputs takes a second and hundreds of MB. A count of the raw bytes,
+    not a proof (a key spelled with escapes is not seen; the checks after parsing remain)."""
+    if len(raw) < NAME_SCAN_BYTES:
+        return
+    data = raw if isinstance(raw, bytes) else bytes(raw)
+    limit = len(signature.inputs) + len(signature.outputs) + _NAME_SLACK
+    if data.count(b'"name"') <= limit:  # fast, and an upper bound of the keys
+        return
+    named = sum(1 for _ in _NAME_KEY.finditer(data))
+    if named > limit:
+        inputs, outputs = len(signature.inputs), len(signature.outputs)
+        raise BadRequest(
+            f"the request names {named} tensors; model '{signature.model}' has {inputs} "
+            f"input{'s' * (inputs != 1)} and {outputs} output{'s' * (outputs != 1)}"
+        )
+
+
+def decode_infer_request(
+    body: bytes, header_length: int | None, signature: Signature | None = None
+) -> InferRequest:
+    """Decode a v2 infer body (JSON, or JSON header plus binary tensors), checked against
+    ``signature`` on the way when it is given."""
     if header_length is None:
+        if signature is not None:
+            _check_name_count(body, signature)
         doc = load_json_object(body)
         tail = _EMPTY
     else:
         view = memoryview(body)
+        if signature is not None:
+            _check_name_count(view[:header_length], signature)
         doc = load_json_object(view[:header_length], "inference header")
         tail = view[header_length:]
     max_elements = len(body)
@@ -76,6 +112,9 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
     raw_inputs = doc.get("inputs")
     if type(raw_inputs) is not list or not raw_inputs:
         raise BadRequest("'inputs' must be a non-empty array of input tensors")
+    if signature is not None:
+        signature.check_input_count(len(raw_inputs))
+    outputs = _decode_outputs(doc.get("outputs"), signature)
     inputs: list[Tensor] = []
     seen: set[str] = set()
     offset = 0
@@ -89,12 +128,16 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
         if name in seen:
             raise BadRequest(f"{what} appears more than once")
         seen.add(name)
+        if signature is not None and name not in signature.inputs:
+            signature.check_input(name, None, None)  # says which inputs the model has
         datatype = raw.get("datatype")
         if type(datatype) is not str or datatype not in DATATYPES:
             raise BadRequest(
                 f"{what}: 'datatype' {datatype!r} is not one of {', '.join(sorted(DATATYPES))}"
             )
         shape, count = validate_shape(raw.get("shape"), what, max_elements)
+        if signature is not None:
+            signature.check_input(name, datatype, tuple(shape))
         parameters = _parameters(raw.get("parameters"), what)
         size = parameters.get("binary_data_size") if parameters else None
         if size is None:
@@ -130,16 +173,20 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
         inputs=inputs,
         id=request_id,
         parameters=parameters,
-        outputs=_decode_outputs(doc.get("outputs")),
+        outputs=outputs,
         binary_output=binary_output,
     )
 
 
-def _decode_outputs(raw_outputs: object) -> list[RequestedOutput] | None:
+def _decode_outputs(
+    raw_outputs: object, signature: Signature | None
+) -> list[RequestedOutput] | None:
     if raw_outputs is None or raw_outputs == []:
         return None  # none named: every output, as when "outputs" is absent
     if type(raw_outputs) is not list:
         raise BadRequest(f"'outputs' must be an array, got {json_type(raw_outputs)}")
+    if signature is not None:
+        signature.check_output_count(len(raw_outputs))
     outputs: list[RequestedOutput] = []
     seen: set[str] = set()
     for position, raw in enumerate(raw_outputs):
@@ -151,6 +198,8 @@ def _decode_outputs(raw_outputs: object) -> list[RequestedOutput] | None:
         if name in seen:
             raise BadRequest(f"output '{name}' is requested more than once")
         seen.add(name)
+        if signature is not None:
+            signature.check_output(name)
         what = f"output '{name}'"
         parameters = _parameters(raw.get("parameters"), what)
         if parameters and "classification" in parameters:

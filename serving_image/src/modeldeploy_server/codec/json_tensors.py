@@ -6,6 +6,7 @@ shape costs nothing but an error message.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import chain
 from typing import Any
 
@@ -119,7 +120,9 @@ def decode_json_data(
         raise BadRequest(
             f"{what}: 'shape' {shape} needs {count} elements but 'data' has {len(flat)}"
         )
-    types = set(map(type, flat))
+    types: set[type] = set()
+    for part in _slices(flat):
+        types.update(map(type, part))
     if datatype in FLOAT_DATATYPES:
         allowed = _FLOAT_OK
     elif datatype in INTEGER_DATATYPES:
@@ -130,18 +133,40 @@ def decode_json_data(
         allowed = _BYTES_OK
     if not types <= allowed:
         raise _bad_element(flat, allowed, datatype, what)
-    if datatype == "BYTES":
-        array = np.empty(count, dtype=object)
-        array[:] = flat
-        return array.reshape(shape)
     limit = _FLOAT_LIMITS.get(datatype)
-    if limit is not None and flat and (max(flat) >= limit or min(flat) <= -limit):
-        raise BadRequest(f"{what}: a value in 'data' is out of range for {datatype}")
+    if limit is not None and flat:
+        high = max(map(max, _slices(flat)))
+        low = min(map(min, _slices(flat)))
+        if high >= limit or low <= -limit:
+            raise BadRequest(f"{what}: a value in 'data' is out of range for {datatype}")
+    if len(flat) <= _SLICE and datatype != "BYTES":
+        try:
+            return np.array(flat, dtype=NUMPY_DTYPES[datatype]).reshape(shape)
+        except OverflowError:
+            raise BadRequest(f"{what}: a value in 'data' is out of range for {datatype}") from None
+    array = np.empty(count, dtype=NUMPY_DTYPES[datatype])
+    start = 0
     try:
-        array = np.array(flat, dtype=NUMPY_DTYPES[datatype])
+        for part in _slices(flat):
+            array[start : start + len(part)] = part
+            start += len(part)
     except OverflowError:
         raise BadRequest(f"{what}: a value in 'data' is out of range for {datatype}") from None
     return array.reshape(shape)
+
+
+_SLICE = 1 << 16
+"""Big ``data`` is checked and converted this many elements at a time: each slice is one C
+call holding the interpreter lock, and between two of them the event loop gets its turn
+(big requests are decoded in a thread, see ``rest``)."""
+
+
+def _slices(flat: list[Any]) -> Iterator[list[Any]]:
+    if len(flat) <= _SLICE:
+        yield flat
+        return
+    for start in range(0, len(flat), _SLICE):
+        yield flat[start : start + _SLICE]
 
 
 def json_data(array: np.ndarray) -> Any:
