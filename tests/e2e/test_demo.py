@@ -110,7 +110,8 @@ def test_the_demo_serves_a_prediction_and_promotes_a_canary(cluster: Any, tmp_pa
     assert "$ kubectl logs iris-" in out
     # The canary's steps, its analysis from Prometheus, the promotion and the history.
     assert "canary weight 25%" in out and "canary weight 50%" in out
-    assert re.search(r"analysis run \(passed [1-9].*error-rate 0 \(max 0.01, \d+ samples\) Passed", out), out
+    passed = r"analysis run \(passed [1-9].*error-rate 0 \(max 0.01, \d+ samples\) Passed"
+    assert re.search(passed, out), out
     assert "prediction-drift" in out
     assert "Promoted: promoted at step 4 of 4" in out
     assert re.search(r"Promoted\s+Promoted\s+s3://models/iris/v2/model.onnx \(version 2\)", out)
