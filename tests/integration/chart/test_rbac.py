@@ -207,10 +207,14 @@ def test_the_chart_identity_takes_a_canary_through_promotion_and_rollback(
     app = install.app
     audit_before = len(cluster.audit_writes(install.user))
     operator = run_operator(install.kubeconfig, f"--namespace={app}", "--standalone")
+    # KWOK pods serve nothing, so no contract can be read: as Breaking allows, traffic moves
+    # once the (short) progress deadline has passed with the contract Unchecked.
     rollout = {
         "strategy": "Canary",
         "steps": [{"setWeight": 50}, {"pause": {}}],
         "trafficRouting": {"gatewayAPI": {"parentRefs": [{"name": "public"}]}},
+        "compatibility": "Breaking",
+        "progressDeadline": "10s",
     }
 
     def canary_state() -> str | None:
