@@ -4,7 +4,7 @@ stable expects 4 is rolled back before any client reaches it. Clients keep calli
 ModelDeployment's Service all along, and every answer comes from the stable model.
 
 Runs on the local cluster's real node (the images built by ``make images``, models from its
-object store); skipped when the cluster has no real node.
+object store).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from modeldeploy.devcluster.store import ObjectStore
 from tests.support.kubectl import apply_md, condition, get
 from tests.support.onnx_models import make_classifier
 from tests.support.operator_process import OperatorProcess, wait_for
@@ -27,27 +27,6 @@ from tests.support.operator_process import OperatorProcess, wait_for
 pytestmark = pytest.mark.integration
 
 SMALL = {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"memory": "512Mi"}}
-
-
-@pytest.fixture
-def node_rollout(
-    cluster: Any, node_namespace: str, modeldeployment_crd: str, tmp_path: Path
-) -> Iterator[Any]:
-    """(object store, Secret name, running operator) for the test's real-node namespace."""
-    from modeldeploy.devcluster.network import NODE_NAME
-    from modeldeploy.devcluster.store import ObjectStore
-
-    node = get(cluster, "node", None, NODE_NAME)
-    if node is None or condition(node, "Ready").get("status") != "True" or cluster.images is None:
-        pytest.skip("the local cluster has no Ready real node with the built images")
-    store = ObjectStore(cluster)
-    kubeconfig = cluster.user_kubeconfig("modeldeploy-operator", ["system:masters"])
-    args = ["--namespace", node_namespace, "--standalone",
-            "--server-image", cluster.images.ref("SERVER")]  # fmt: skip
-    operator = OperatorProcess(kubeconfig, args, tmp_path / "operator.log")
-    operator.start()
-    yield store, store.grant(node_namespace), operator
-    operator.stop()
 
 
 def infer(address: str) -> int:
@@ -68,9 +47,13 @@ def infer(address: str) -> int:
 
 
 def test_a_real_canary_expecting_five_features_never_reaches_a_client(
-    cluster: Any, node_namespace: str, node_rollout: Any, tmp_path: Path
+    cluster: Any,
+    node_namespace: str,
+    node_operator: OperatorProcess,
+    store: ObjectStore,
+    tmp_path: Path,
 ) -> None:
-    store, secret, _ = node_rollout
+    secret = store.grant(node_namespace)
     four, four_sha = store.upload(make_classifier(tmp_path / "4.onnx"), f"{node_namespace}/4.onnx")
     five, five_sha = store.upload(
         make_classifier(tmp_path / "5.onnx", n_features=5), f"{node_namespace}/5.onnx"
