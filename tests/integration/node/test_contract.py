@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from modeldeploy.devcluster.store import ObjectStore
+from tests.integration.node.test_serving import routed, service_address
 from tests.support.kubectl import apply_md, condition, get
 from tests.support.onnx_models import make_classifier
 from tests.support.operator_process import OperatorProcess, wait_for
@@ -67,9 +68,8 @@ def test_a_real_canary_expecting_five_features_never_reaches_a_client(
     apply_md(cluster, node_namespace, "iris", spec)
     ready = lambda: condition(get(cluster, "mdep", node_namespace, "iris"), "Ready").get("status")  # noqa: E731
     wait_for(lambda: ready() == "True", 240, "the stable model Ready on the real node")
-    service = get(cluster, "service", node_namespace, "iris")
-    assert service is not None
-    address = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    address = service_address(cluster, node_namespace)
+    wait_for(lambda: routed(address), 60, "the Service to route to the stable pod")
 
     patch = {"spec": {"model": {"uri": five, "sha256": five_sha}}}
     cluster.kubectl("patch", "mdep", "iris", "-n", node_namespace, "--type=merge",

@@ -18,12 +18,30 @@ SMALL = {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"memory": "5
 
 
 def serve(cluster: Any, namespace: str, model: StoredModel) -> dict[str, Any]:
-    """Apply a one-replica ModelDeployment of ``model``; return it once Ready."""
+    """Apply a one-replica ModelDeployment of ``model``; return it once Ready and its Service
+    routes requests."""
     apply_md(cluster, namespace, NAME, serving_spec(model.uri, model.sha256, model.secret))
     md: dict[str, Any] = wait_for(
         lambda: ready_md(cluster, namespace), 240, "the ModelDeployment Ready"
     )
+    wait_for(lambda: routed(service_address(cluster, namespace)), 60, "the Service to route")
     return md
+
+
+def service_address(cluster: Any, namespace: str, name: str = NAME) -> str:
+    service = get(cluster, "service", namespace, name)
+    assert service is not None
+    return f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+
+
+def routed(address: str) -> bool:
+    """Whether the Service answers: Ready pods reach kube-proxy's rules a moment after their
+    readiness (the EndpointSlice, then a sync), on any cluster."""
+    try:
+        with urllib.request.urlopen(f"{address}/v2/health/ready", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def serving_spec(uri: str, digest: str, secret: str, **extra: Any) -> dict[str, Any]:
@@ -50,9 +68,7 @@ def ready_md(cluster: Any, namespace: str, name: str = NAME) -> dict[str, Any] |
 
 def infer(cluster: Any, namespace: str, rows: list[list[float]], name: str = NAME) -> Any:
     """One Open Inference Protocol request through the ModelDeployment's Service address."""
-    service = get(cluster, "service", namespace, name)
-    assert service is not None
-    address = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    address = service_address(cluster, namespace, name)
     data = [v for row in rows for v in row]
     body = {"inputs": [{"name": "X", "shape": [len(rows), 4], "datatype": "FP32", "data": data}]}
     request = urllib.request.Request(

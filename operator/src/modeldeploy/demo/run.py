@@ -25,7 +25,7 @@ from modeldeploy.demo import DemoError
 from modeldeploy.demo.cluster import NAME, RELEASE_NAMESPACE, ClusterSession
 from modeldeploy.demo.console import Console
 from modeldeploy.demo.models import CLASSES, QUESTION, Trained, train
-from modeldeploy.demo.processes import Children, Prometheus
+from modeldeploy.demo.processes import Children, Prometheus, http_status, wait_until
 from modeldeploy.demo.traffic import Traffic
 from modeldeploy.devcluster import ControlPlaneError
 from modeldeploy.devcluster.addons import STORE_NAMESPACE, STORE_SECRET, STORE_SERVICE
@@ -258,6 +258,13 @@ class Demo:
         self.console.info(
             f"Service {NAME} has the cluster address {url.removeprefix('http://')}, which this "
             "machine reaches through kube-proxy like a pod does"
+        )
+        # Ready pods reach kube-proxy's rules a moment after their readiness, on any cluster.
+        wait_until(
+            lambda: http_status(f"{url}/v2/health/ready") == 200,
+            60,
+            f"Service {NAME} to route requests to the ready pods",
+            watch=self._watched(),
         )
         args = ["predict", NAME, "--url", url, "--data", rows.name]
         answer = json.loads(self.session.modeldeploy_shown(*args, cwd=self.workdir))
