@@ -1,10 +1,10 @@
 """``make demo``: the whole system on this machine, end to end, with readable progress.
 
-The local control plane (real API server, KWOK nodes), the Helm chart, the operator as a local
-process with the chart ServiceAccount's identity, a scikit-learn model exported with
-``modeldeploy export``, a ModelDeployment becoming Ready, ``modeldeploy-server`` processes
-standing in for the simulated pods, a real prediction, a real Prometheus, and a second model
-version rolled out as a canary until it is promoted. Run it with ``python -m modeldeploy.demo``.
+The local cluster with its real node, the Helm chart whose operator runs as a pod there, a
+scikit-learn model exported with ``modeldeploy export`` and uploaded to the cluster's object
+store, a ModelDeployment whose pods fetch it and become Ready, a real prediction through its
+Service, a real Prometheus discovering the pods, and a second model version rolled out as a
+canary until it is promoted. Run it with ``python -m modeldeploy.demo``.
 """
 
 from __future__ import annotations
