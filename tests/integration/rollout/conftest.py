@@ -236,3 +236,12 @@ def analysed(
         return servers
 
     return start
+
+
+def spec(steps: list[dict[str, Any]], **rollout: Any) -> dict[str, Any]:
+    """A two-replica Canary ModelDeployment of the old model with ``steps``."""
+    return {
+        "model": {"uri": OLD},
+        "replicas": 2,
+        "rollout": {"strategy": "Canary", "steps": steps, **rollout},
+    }

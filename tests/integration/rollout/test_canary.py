@@ -14,6 +14,7 @@ from tests.integration.rollout.conftest import (
     OLD,
     finished,
     set_model,
+    spec,
     status_of,
     steady,
     wait_stable,
@@ -23,14 +24,6 @@ from tests.support.operator_process import wait_for
 from tests.support.prometheus import Prometheus
 
 pytestmark = pytest.mark.integration
-
-
-def spec(steps: list[dict[str, Any]], **rollout: Any) -> dict[str, Any]:
-    return {
-        "model": {"uri": OLD},
-        "replicas": 2,
-        "rollout": {"strategy": "Canary", "steps": steps, **rollout},
-    }
 
 
 def analysis(prometheus: Prometheus, **metric_bounds: float) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from tests.integration.rollout.conftest import (
     NEW,
     OLD,
     set_model,
+    spec,
     status_of,
     wait_stable,
 )
@@ -33,14 +34,6 @@ from tests.support.operator_process import wait_for
 from tests.support.prometheus import Prometheus
 
 pytestmark = pytest.mark.integration
-
-
-def spec(steps: list[dict[str, Any]], **rollout: Any) -> dict[str, Any]:
-    return {
-        "model": {"uri": OLD},
-        "replicas": 2,
-        "rollout": {"strategy": "Canary", "steps": steps, **rollout},
-    }
 
 
 def checks(prometheus: Prometheus, *metrics: dict[str, Any]) -> dict[str, Any]:
