@@ -79,6 +79,10 @@ class ConnectionGuard:
         self.warnings = warnings
         # Connections waiting for a request head, oldest first (dicts keep insertion order).
         self._waiting: dict[GuardedHttpProtocol, None] = {}
+        self.draining = False
+        """Set when the worker drains: every answer then closes its connection, so that
+        clients on kept-alive connections reconnect, and reach a pod that stays, while this one
+        still answers (a connection closed while idle could cross a client's next request)."""
 
     def start_waiting(self, protocol: GuardedHttpProtocol) -> None:
         self._waiting.pop(protocol, None)

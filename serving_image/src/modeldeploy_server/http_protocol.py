@@ -188,6 +188,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._body_marks.clear()
         super().on_headers_complete()
+        if self.guard.draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered with "Connection: close"
 
     def on_body(self, body: bytes) -> None:
         if self.lingering:

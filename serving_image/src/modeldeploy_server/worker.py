@@ -149,6 +149,7 @@ async def _serve(
             return
         stopping = True
         callbacks.drain()
+        guard.draining = True
         log.info(
             "draining",
             extra={"fields": {"reason": reason, "drain_delay": options.drain_delay}},

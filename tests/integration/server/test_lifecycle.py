@@ -106,6 +106,32 @@ def test_sigterm_drains_under_load(models: dict[str, Path], new_server: Any) -> 
     assert '"message":"draining"' in log and '"message":"server stopped"' in log
 
 
+def test_while_draining_each_answer_closes_its_kept_alive_connection(
+    models: dict[str, Path], new_server: Any
+) -> None:
+    """A client on a kept-alive connection is told to reconnect (``Connection: close``) on its
+    next answer once the pod drains, so it moves to a pod that stays while this one still
+    answers, instead of meeting a connection closed under its next request at shutdown."""
+    server: ServerProcess = new_server(models["classifier"], "--drain-delay", "3")
+    server.wait_ready()
+    body = {"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [0.5] * 4}]}
+    url = f"{server.url}/v2/models/{server.name}/infer"
+    with requests.Session() as client:
+        before = client.post(url, json=body, timeout=5)
+        assert before.status_code == 200
+        assert before.headers.get("connection", "").lower() != "close"
+        server.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 2
+        while requests.get(server.url + "/v2/health/ready", timeout=5).status_code != 503:
+            assert time.monotonic() < deadline, "readiness did not turn false"
+        during = [client.post(url, json=body, timeout=5) for _ in range(3)]
+    assert [r.status_code for r in during] == [200, 200, 200]
+    assert all(r.headers.get("connection", "").lower() == "close" for r in during), [
+        dict(r.headers) for r in during
+    ]
+    assert server.process.wait(30) == 0
+
+
 def test_the_grace_period_bounds_shutdown(models: dict[str, Path], new_server: Any) -> None:
     server: ServerProcess = new_server(models["spinner"], "--graceful-timeout", "1",
                                        "--inline-inference-ms", "0", name="spin")  # fmt: skip
