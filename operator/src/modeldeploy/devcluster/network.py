@@ -28,6 +28,8 @@ BRIDGE = "mdbr0"
 GATEWAY = "10.244.0.1"
 API_SERVICE_IP = "10.96.0.1"
 DNS_SERVICE_IP = "10.96.0.10"
+# The Gateway API data plane (Traefik, a host process) listens on the bridge's address.
+GATEWAY_PORT = 80
 GUARD_CHAIN = "MODELDEPLOY-GUARD"
 GUARD_METRIC = 4096
 
@@ -116,25 +118,17 @@ class HostNetwork:
         for rule in rules:
             _run("iptables", "-w", "-A", GUARD_CHAIN, *rule)
         _run("iptables", "-w", "-I", "FORWARD", "1", "-j", GUARD_CHAIN)
-        # The API server listens on every address (pods reach it on the bridge); only loopback
-        # and the bridge may connect.
+        # The API server listens on every address (pods reach it on the bridge), the gateway
+        # on the bridge's: only loopback and the bridge may connect to either.
         api_chain = f"{GUARD_CHAIN}-API"
         _run("iptables", "-w", "-N", api_chain)
         for rule in (["-i", "lo", "-j", "RETURN"], ["-i", BRIDGE, "-j", "RETURN"], ["-j", "DROP"]):
             _run("iptables", "-w", "-A", api_chain, *rule)
-        _run(
-            "iptables",
-            "-w",
-            "-I",
-            "INPUT",
-            "1",
-            "-p",
-            "tcp",
-            "--dport",
-            str(self.apiserver_port),
-            "-j",
-            api_chain,
-        )
+        for port in (self.apiserver_port, GATEWAY_PORT):
+            _run(
+                "iptables", "-w", "-I", "INPUT", "1", "-p", "tcp", "--dport", str(port),
+                "-j", api_chain,
+            )  # fmt: skip
 
     @staticmethod
     def _sysctl(key: str, value: str) -> None:
