@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup images control-plane cluster cluster-down test lint unit integration crds bench bench-quick bench-quality bench-operator bench-node bench-hardening demo clean
+.PHONY: help setup images control-plane cluster cluster-down test lint unit integration crds bench bench-quick bench-quality bench-operator bench-node bench-hardening bench-traffic demo clean
 
 help:
 	@echo "make demo          the main job, end to end: chart, operator, a model served, a canary promoted"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-quick   a ~3 min smoke run of the same"
 	@echo "make bench-quality the cost of input checks against a training profile (~3 min)"
 	@echo "make bench-operator 500 ModelDeployments at once, beside the bare-script limit (~5 min)"
+	@echo "make bench-traffic  the canary split and zero-loss rollouts through the gateway and the Service (~15 min)"
 	@echo "make bench-hardening the server and fetch under hostile loads, beside the code before (~10 min)"
 
 setup: $(STAMP)
@@ -82,6 +83,14 @@ bench-operator: setup control-plane
 # first canary pod Ready.
 bench-node: setup
 	PYTHONPATH=. $(PY) benchmarks/node_timings.py --rounds 3
+
+# Needs a running `make cluster` (its real node and gateway): the canary's share at each weight
+# through the gateway and the Service, and client requests during rollouts (~15 min).
+bench-traffic: setup
+	rm -f .traffic-records.jsonl
+	MODELDEPLOY_TRAFFIC_RECORD=$(CURDIR)/.traffic-records.jsonl $(VENV)/bin/pytest -m integration -q tests/integration/node/test_traffic.py
+	$(PY) benchmarks/traffic_report.py .traffic-records.jsonl > benchmarks/TRAFFIC_RESULTS.md
+	rm -f .traffic-records.jsonl
 
 # Reuses a running `make cluster`, else starts a private control plane and stops it at the end.
 demo: setup control-plane images
