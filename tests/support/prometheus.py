@@ -13,6 +13,13 @@ Usage::
         prom.value('sum(rate(modeldeploy_requests_total[10s]))')   # -> float | None
         prom.url                                 # http://127.0.0.1:<port>, for the operator
 
+With ``kubernetes=Discovery(kubeconfig, [namespace])`` Prometheus instead discovers the serving
+pods through the Kubernetes API, as on any cluster (the pods the operator annotates, labelled
+with namespace, pod and track; ``modeldeploy.devcluster.monitoring``), and ``rule_files``
+loads alerting rules (the chart's) that it evaluates every interval; ``alerts()`` lists them.
+That needs the Prometheus built by ``make control-plane`` (``binary=``): Debian's lacks
+Kubernetes discovery.
+
 Prometheus listens on a free loopback port, scrapes every second and keeps its data in a
 temporary directory. Targets are read from a ``file_sd`` file that Prometheus watches, so
 ``set_targets`` needs no reload; Prometheus's discovery hands changes to the scraper at most
@@ -34,15 +41,25 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from modeldeploy.devcluster.monitoring import pod_scrape_config
 from modeldeploy.devcluster.processes import free_port, tail, terminate
 
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 Target = tuple[str, Mapping[str, str]]
 """``("host:port", {"label": "value", ...})``: one metrics endpoint and its extra labels."""
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """Discover the serving pods of ``namespaces`` through the API server of ``kubeconfig``."""
+
+    kubeconfig: Path
+    namespaces: tuple[str, ...]
 
 
 class PrometheusError(RuntimeError):
@@ -62,11 +79,15 @@ class Prometheus:
         targets: Iterable[Target] = (),
         *,
         scrape_interval: str = "1s",
-        binary: str | None = None,
+        binary: str | Path | None = None,
+        kubernetes: Discovery | None = None,
+        rule_files: Iterable[Path] = (),
     ) -> None:
         self.workdir = Path(workdir)
         self.scrape_interval = scrape_interval
-        self.binary = binary or shutil.which("prometheus") or "/usr/bin/prometheus"
+        self.binary = str(binary or shutil.which("prometheus") or "/usr/bin/prometheus")
+        self.kubernetes = kubernetes
+        self.rule_files = [str(path) for path in rule_files]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = self.workdir / "prometheus.log"
@@ -177,6 +198,11 @@ class Prometheus:
         self._poll(settled, timeout, lambda: f"targets {sorted(wanted)} up; last: {last}")
         return last
 
+    def alerts(self) -> list[dict[str, Any]]:
+        """The alerts of the loaded rules that are pending or firing (``/api/v1/alerts``):
+        each with ``labels``, ``annotations``, ``state`` and ``value``."""
+        return list(self._get("/api/v1/alerts", {})["alerts"])
+
     # Queries -------------------------------------------------------------------------------
     def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
         """Evaluate ``promql`` now (or at ``at``, a Unix time) through ``/api/v1/query``.
@@ -215,7 +241,17 @@ class Prometheus:
 
     # Internals -----------------------------------------------------------------------------
     def _config_text(self) -> str:
-        config = {
+        if self.kubernetes is not None:
+            return json.dumps(
+                pod_scrape_config(
+                    self.kubernetes.kubeconfig,
+                    self.kubernetes.namespaces,
+                    interval=self.scrape_interval,
+                    rule_files=self.rule_files,
+                ),
+                indent=2,
+            )
+        config: dict[str, Any] = {
             "global": {
                 "scrape_interval": self.scrape_interval,
                 "scrape_timeout": self.scrape_interval,
@@ -230,6 +266,7 @@ class Prometheus:
                     ],
                 }
             ],
+            "rule_files": self.rule_files,
         }
         return json.dumps(config, indent=2)  # JSON is YAML
 
