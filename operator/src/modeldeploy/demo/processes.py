@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from modeldeploy.demo import DemoError
+from modeldeploy.devcluster.monitoring import pod_scrape_config
 from modeldeploy.devcluster.processes import free_port, tail, terminate
 
 
@@ -150,7 +151,7 @@ class Prometheus:
         if not self.binary.exists():
             raise DemoError(f"prometheus not found at {self.binary}: run `make control-plane`")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(json.dumps(scrape_config(self.kubeconfig, self.namespace)))
+        self.config.write_text(json.dumps(pod_scrape_config(self.kubeconfig, [self.namespace])))
         self.child = self.children.start(
             "prometheus",
             [
@@ -181,50 +182,3 @@ class Prometheus:
             for t in active
             if t.get("health") == "up" and "pod" in t["labels"]
         }
-
-
-def scrape_config(kubeconfig: Path, namespace: str) -> dict[str, Any]:
-    """Scrape the pods the operator annotates (``prometheus.io/scrape``), labelled with their
-    namespace, pod and track, as a ServiceMonitor or the chart's PodMonitor would."""
-    meta = "__meta_kubernetes_pod_"
-    return {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-        "scrape_configs": [
-            {
-                "job_name": "modeldeploy-pods",
-                # The server labels its own series with deployment and track: those win.
-                "honor_labels": True,
-                "kubernetes_sd_configs": [
-                    {
-                        "role": "pod",
-                        "kubeconfig_file": str(kubeconfig),
-                        "namespaces": {"names": [namespace]},
-                    }
-                ],
-                "relabel_configs": [
-                    {
-                        "source_labels": [f"{meta}annotation_prometheus_io_scrape"],
-                        "regex": "true",
-                        "action": "keep",
-                    },
-                    {
-                        "source_labels": [f"{meta}phase"],
-                        "regex": "Running",
-                        "action": "keep",
-                    },
-                    {
-                        "source_labels": [f"{meta}ip", f"{meta}annotation_prometheus_io_port"],
-                        "regex": "(.+);(.+)",
-                        "replacement": "$1:$2",
-                        "target_label": "__address__",
-                    },
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {"source_labels": [f"{meta}name"], "target_label": "pod"},
-                    {
-                        "source_labels": [f"{meta}label_serving_modeldeploy_io_track"],
-                        "target_label": "track",
-                    },
-                ],
-            }
-        ],
-    }

@@ -29,6 +29,12 @@ from modeldeploy.demo.processes import Children, Prometheus, http_status, wait_u
 from modeldeploy.demo.traffic import Traffic
 from modeldeploy.devcluster import ControlPlaneError
 from modeldeploy.devcluster.addons import STORE_NAMESPACE, STORE_SECRET, STORE_SERVICE
+from modeldeploy.devcluster.gateway import (
+    GATEWAY_NAME,
+    GATEWAY_NAMESPACE,
+    GATEWAY_URL,
+    gateway_programmed,
+)
 from modeldeploy.devcluster.network import GATEWAY
 from modeldeploy.devcluster.store import BUCKET, ObjectStore
 
@@ -79,6 +85,8 @@ class Demo:
         )
         self.prometheus: Prometheus | None = None
         self.store: ObjectStore | None = None
+        self.gateway_host: str | None = None
+        """The HTTPRoute's hostname when the cluster has our Gateway (``make cluster``)."""
 
     # The run ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -213,6 +221,14 @@ class Demo:
         manifest["spec"]["replicas"] = REPLICAS
         manifest["spec"]["runtime"] = {"resources": RESOURCES}
         rollout = json.loads(json.dumps(ROLLOUT))
+        self.gateway_host = self._gateway_host()
+        if self.gateway_host:
+            rollout["trafficRouting"] = {
+                "gatewayAPI": {
+                    "parentRefs": [{"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE}],
+                    "hostnames": [self.gateway_host],
+                }
+            }
         rollout["analysis"] = {
             "interval": "5s",
             "failureLimit": 2,
@@ -232,6 +248,26 @@ class Demo:
         self.session.wait_stable(uri, self._watched(), timeout=300)
         self.session.kubectl_shown("get", "mdep", "-n", self.namespace)
         self._show_pods()
+
+    def _gateway_host(self) -> str | None:
+        """A hostname for the canary's HTTPRoute when the local cluster's Gateway (Traefik)
+        is Programmed; None without it (the canary then splits by replica ratio)."""
+        try:
+            found = self.session.kubectl(
+                "get", "gateway", GATEWAY_NAME, "-n", GATEWAY_NAMESPACE, "-o", "json",
+                "--ignore-not-found",
+            )  # fmt: skip
+        except DemoError:  # no Gateway API in this cluster
+            found = ""
+        if not found.strip() or not gateway_programmed(json.loads(found)):
+            self.console.info("no Gateway in this cluster: the canary splits by replica ratio")
+            return None
+        host = f"{NAME}.{self.namespace}.example"
+        self.console.info(
+            f"the cluster's Gateway ({GATEWAY_NAMESPACE}/{GATEWAY_NAME}, Traefik) is "
+            f"Programmed: the canary's HTTPRoute routes {host} at {GATEWAY_URL} by weight"
+        )
+        return host
 
     def _watched(self) -> list[Any]:
         return [self.prometheus.child] if self.prometheus and self.prometheus.child else []
@@ -280,7 +316,16 @@ class Demo:
 
     # Step 6: the canary ------------------------------------------------------------------
     def _canary(self, model: dict[str, Any], rows_by_class: list[list[list[float]]]) -> None:
-        traffic = Traffic(NAME, self._service_url(), rows_by_class).start()
+        if self.gateway_host:
+            url, how = GATEWAY_URL, f"the gateway ({GATEWAY_URL}, Host: {self.gateway_host})"
+            exactness = "Gateway API: the HTTPRoute's weights, request by request"
+        else:
+            url, how = self._service_url(), "the Service"
+            exactness = (
+                "replica ratio: the canary's share is its share of the ready pods, not "
+                "exactly the weight"
+            )
+        traffic = Traffic(NAME, url, rows_by_class, host=self.gateway_host).start()
         self.stack.callback(traffic.stop)
         patch = json.dumps({"spec": {"model": model}}, separators=(",", ":"))
         self.console.command(
@@ -294,9 +339,8 @@ class Demo:
         )
         traffic.stop()
         self.console.info(
-            f"traffic through the Service during the rollout: "
-            f"{traffic.summary(str(model.get('version', '')))} (replica ratio: the canary's "
-            "share is its share of the ready pods, not exactly the weight)"
+            f"traffic through {how} during the rollout: "
+            f"{traffic.summary(str(model.get('version', '')))} ({exactness})"
         )
         self.session.modeldeploy_shown("status", NAME, "-n", self.namespace)
 

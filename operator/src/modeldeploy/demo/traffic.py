@@ -1,6 +1,8 @@
-"""Light inference traffic through the ModelDeployment's Service, as clients send it: the
-Service (kube-proxy) picks a pod for each connection, so the canary's share follows its share
-of the pods. Each answer names the model version that served it."""
+"""Light inference traffic as clients send it, through the ModelDeployment's Service or through
+the cluster's gateway. The Service (kube-proxy) picks a pod for each connection, so the
+canary's share follows its share of the pods; the gateway (with ``host``, the HTTPRoute's
+hostname) sends each request by the route's weights. Each answer names the model version that
+served it."""
 
 from __future__ import annotations
 
@@ -27,8 +29,10 @@ class Traffic:
         rows_by_class: Sequence[Sequence[Sequence[float]]],
         *,
         period: float = 0.05,
+        host: str | None = None,
     ) -> None:
         self.model = model
+        self.host = host
         self.url = urlsplit(url)
         self.rows_by_class = rows_by_class
         self.period = period
@@ -73,7 +77,11 @@ class Traffic:
                 "POST",
                 f"/v2/models/{self.model}/infer",
                 body,
-                {"Content-Type": "application/json", "Connection": "close"},
+                {
+                    "Content-Type": "application/json",
+                    "Connection": "close",
+                    **({"Host": self.host} if self.host else {}),
+                },
             )
             response = connection.getresponse()
             payload = response.read()
