@@ -126,6 +126,16 @@ INVALID = [
         "env",
     ),
     Case("env-no-name", {"spec.runtime.env": [{"value": "1"}]}, "name"),
+    Case(
+        "env-reserved-name",
+        {"spec.runtime.env": [{"name": "LOG", "value": "1"}, {"name": "MODELDEPLOY_TRACK"}]},
+        "runtime.env must not set MODELDEPLOY_",
+    ),
+    Case(
+        "env-reserved-credentials",
+        {"spec.runtime.env": [{"name": "MODELDEPLOY_HTTP_AUTHORIZATION", "value": "x"}]},
+        "runtime.env must not set MODELDEPLOY_",
+    ),
     Case("strategy-unknown", {"spec.rollout.strategy": "BlueGreen"}, "strategy"),
     Case(
         "steps-with-rolling",
@@ -346,6 +356,10 @@ VALID = [
                 {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
             ]
         },
+    ),
+    Case(
+        "env-server-option",
+        {"spec.runtime.env": [{"name": "MODELDEPLOY_SERVER_LOG_LEVEL", "value": "debug"}]},
     ),
     Case("other-labels", {"spec.podTemplate.labels": {"app.kubernetes.io/version": "3"}}),
     Case("name-max-length", {"metadata.name": "m" * 52}),

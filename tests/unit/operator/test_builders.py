@@ -93,6 +93,27 @@ def test_fetch_then_serve_with_probes_env_and_scrape_annotations() -> None:
     assert d["metadata"]["name"] == "iris-canary"
 
 
+def test_the_operators_env_wins_and_comes_before_the_authors() -> None:
+    """Reserved names are refused at admission; an object stored before that rule still gets
+    the operator's values (server-side apply would refuse a duplicate name anyway)."""
+    from modeldeploy.api.v1alpha1 import EnvVar, Runtime
+
+    author = [
+        EnvVar(name="OTEL_SERVICE_NAME", value="$(MODELDEPLOY_DEPLOYMENT_NAME)"),
+        EnvVar(name="MODELDEPLOY_SERVER_LOG_LEVEL", value="debug"),
+    ]
+    # Bypasses validation, as an object admitted before the CEL rule existed would.
+    smuggled = EnvVar.model_construct(name="MODELDEPLOY_TRACK", value="stable")
+    stored = md().model_copy(deep=True)
+    stored.spec.runtime = Runtime.model_construct(env=[author[0], smuggled, author[1]])
+    env = container(build_deployment(stored, "canary"))["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names))
+    assert [e["value"] for e in env if e["name"] == "MODELDEPLOY_TRACK"] == ["canary"]
+    assert names[-2:] == ["OTEL_SERVICE_NAME", "MODELDEPLOY_SERVER_LOG_LEVEL"]
+    assert names.index("MODELDEPLOY_DEPLOYMENT_NAME") < names.index("OTEL_SERVICE_NAME")
+
+
 def test_autoscaled_deployment_leaves_replicas_to_the_hpa() -> None:
     from modeldeploy.builders.deployment import desired_replicas
 

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from modeldeploy.api import ModelDeployment, parse_quantity
-from modeldeploy.api.workload import Shutdown
+from modeldeploy.api.workload import Shutdown, reserved_env_name
 from modeldeploy.builders.names import (
     STABLE,
     Track,
@@ -93,6 +93,14 @@ def _pvc_claim(uri: str) -> str | None:
 
 
 def _env(md: ModelDeployment, track: Track) -> list[dict[str, Any]]:
+    """The server's environment: the operator's variables, then the author's.
+
+    Author entries with a reserved name are dropped, so the operator's values win even for
+    an object admitted before the CEL rule existed (server-side apply refuses duplicate
+    names outright, and a container would take the last of them). The operator's come
+    first so that an author's value may refer to them, e.g. ``$(MODELDEPLOY_TRACK)``:
+    Kubernetes expands only variables defined earlier in the list.
+    """
     field = [
         ("MODELDEPLOY_POD_NAME", "metadata.name"),
         ("MODELDEPLOY_NAMESPACE", "metadata.namespace"),
@@ -104,7 +112,11 @@ def _env(md: ModelDeployment, track: Track) -> list[dict[str, Any]]:
     ]
     runtime = md.spec.runtime
     if runtime and runtime.env:
-        env += [e.model_dump(by_alias=True, exclude_none=True) for e in runtime.env]
+        env += [
+            e.model_dump(by_alias=True, exclude_none=True)
+            for e in runtime.env
+            if not reserved_env_name(e.name)
+        ]
     return env
 
 
