@@ -8,8 +8,20 @@ import os
 import random
 import socket
 
+from modeldeploy.api import parse_quantity
 from modeldeploy.kube import api_client_from_environment
-from modeldeploy.settings import DEFAULT_SERVER_IMAGE, OperatorSettings
+from modeldeploy.settings import DEFAULT_MODEL_SIZE_LIMIT, DEFAULT_SERVER_IMAGE, OperatorSettings
+
+
+def _quantity(text: str) -> str:
+    """A positive Kubernetes quantity of bytes, checked when the flags are read."""
+    try:
+        value = parse_quantity(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Kubernetes quantity") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serving image for ModelDeployments that do not name one",
     )
     parser.add_argument(
+        "--model-size-limit",
+        type=_quantity,
+        default=env("MODELDEPLOY_MODEL_SIZE_LIMIT", DEFAULT_MODEL_SIZE_LIMIT),
+        help="largest model file a pod downloads when spec.model.sizeLimit is unset, a "
+        f"Kubernetes quantity (default {DEFAULT_MODEL_SIZE_LIMIT}); sizes the model volume too",
+    )
+    parser.add_argument(
         "--prometheus-address",
         default=env("MODELDEPLOY_PROMETHEUS_ADDRESS") or None,
         help="Prometheus for canary analysis when a ModelDeployment names none",
@@ -100,6 +119,7 @@ def run_operator(args: argparse.Namespace) -> int:
     config = OperatorSettings(
         server_image=args.server_image,
         prometheus_address=args.prometheus_address,
+        model_size_limit=args.model_size_limit,
         namespaces=tuple(args.namespace),
         resync_seconds=args.resync_seconds,
         metrics_address=args.metrics_address or None,

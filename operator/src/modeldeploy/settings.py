@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 DEFAULT_SERVER_IMAGE = "ghcr.io/modeldeploy/modeldeploy-server:0.1.0"
 FIELD_MANAGER = "modeldeploy"
+DEFAULT_MODEL_SIZE_LIMIT = "2Gi"
+"""The fetch's own default: the largest single-file ONNX model protobuf can parse."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class OperatorSettings:
     """This replica's identity in the peering object."""
     priority: int = 0
     """This replica's peering priority: the live replica with the highest one acts."""
+    model_size_limit: str = DEFAULT_MODEL_SIZE_LIMIT
+    """Download cap (a Kubernetes quantity) of ModelDeployments without spec.model.sizeLimit."""
     server_http_port: int = 8080
     server_metrics_port: int = 8082
     extra: dict[str, str] = field(default_factory=dict)

@@ -61,10 +61,27 @@ class ModelProfile(ApiModel):
     )
 
 
+MIN_MODEL_SIZE_LIMIT = "1Mi"
+
+
+def _size_limit_large_enough(m: ModelSource) -> bool:
+    return m.size_limit is None or parse_quantity(m.size_limit) >= parse_quantity(
+        MIN_MODEL_SIZE_LIMIT
+    )
+
+
 class ModelSource(ApiModel):
     """The model to serve: where to fetch it, how to verify it and the name it is served under."""
 
     __rules__ = (
+        Rule(
+            cel="!has(self.sizeLimit) || !isQuantity(string(self.sizeLimit)) || "
+            f"quantity(string(self.sizeLimit)).compareTo(quantity('{MIN_MODEL_SIZE_LIMIT}')) >= 0",
+            message=f"model.sizeLimit must be at least {MIN_MODEL_SIZE_LIMIT}",
+            check=_size_limit_large_enough,
+            field_path=".sizeLimit",
+            reason="FieldValueInvalid",
+        ),
         Rule(
             cel="!has(self.credentialsSecret) || self.uri.startsWith('s3://')"
             " || self.uri.startsWith('https://') || self.uri.startsWith('http://')",
@@ -106,6 +123,14 @@ class ModelSource(ApiModel):
         "AWS_SESSION_TOKEN, AWS_ENDPOINT_URL for s3; MODELDEPLOY_HTTP_AUTHORIZATION, sent as "
         "the Authorization header, for http(s)). Credentials go only to the model's origin, "
         "never to a redirect target on another host.",
+    )
+    size_limit: Quantity | None = Field(
+        default=None,
+        description="Largest model file the pod downloads, in bytes as a Kubernetes quantity "
+        "(e.g. 500Mi, 4Gi; at least 1Mi): a larger file fails the fetch before or while it is "
+        "read. The same cap applies to the profile, and the pod's model volume is limited to "
+        "the cap for each file plus 16Mi. Defaults to the operator's setting (2Gi unless "
+        "configured).",
     )
     profile: ModelProfile | None = Field(
         default=None,
