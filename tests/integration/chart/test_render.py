@@ -147,6 +147,19 @@ def value_sets(app: str) -> dict[str, dict[str, Any]]:
                 "healthFrom": [{"namespaceSelector": {}}],
                 "extraEgress": [{"ports": [{"protocol": "TCP", "port": 9090}]}],
             },
+            "policy": {
+                "allowedImages": ["registry.example.com/ml/"],
+                "allowedServiceAccounts": ["serving"],
+                "allowedPriorityClasses": ["model-serving"],
+                "allowEnvValueFrom": False,
+                "allowLoadBalancer": False,
+                "tolerations": "None",
+                "maxModelSize": "4Gi",
+            },
+            "servingNetworkPolicy": {
+                "enabled": True,
+                "httpFrom": [{"namespaceSelector": {"matchLabels": {"gateway": "true"}}}],
+            },
             "metrics": {
                 "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
                 "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
@@ -342,7 +355,11 @@ def test_the_everything_value_set_reaches_the_objects(
     assert pod["priorityClassName"] == "system-cluster-critical"
     budget = one(objects, "PodDisruptionBudget")
     assert budget["spec"]["minAvailable"] == 2
-    policy = one(objects, "NetworkPolicy")["spec"]
+    (policy,) = [
+        o["spec"]
+        for o in by_kind(objects, "NetworkPolicy")
+        if o["metadata"]["name"] == FULLNAME  # the operator's (the serving pods' is -serving)
+    ]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8081}]
     api = policy["egress"][0]
