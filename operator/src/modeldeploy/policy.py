@@ -102,21 +102,14 @@ def _priority_class(md: ModelDeployment, settings: OperatorSettings) -> Iterator
     allowed = settings.policy.allowed_priority_classes
     template = md.spec.pod_template
     name = template.priority_class_name if template else None
-    if not name:
-        return
-    if allowed and name not in allowed:
+    if name and (name not in allowed if allowed else name.startswith(SYSTEM_PRIORITY_PREFIX)):
         yield Violation(
             "policy.allowedPriorityClasses",
             "spec.podTemplate.priorityClassName",
             name,
-            f"one of {_listed(allowed)}",
-        )
-    elif not allowed and name.startswith(SYSTEM_PRIORITY_PREFIX):
-        yield Violation(
-            "policy.allowedPriorityClasses",
-            "spec.podTemplate.priorityClassName",
-            name,
-            f"any PriorityClass but the built-in {SYSTEM_PRIORITY_PREFIX}* ones unless listed",
+            f"one of {_listed(allowed)}"
+            if allowed
+            else f"any PriorityClass but the built-in {SYSTEM_PRIORITY_PREFIX}* ones unless listed",
         )
 
 

@@ -448,6 +448,16 @@ def test_the_service_monitor_scrapes_each_serving_pod_once(
         ),
         (["--set", "networkPolicy.apiServerPorts={70000}"], "at '/networkPolicy/apiServerPorts/0'"),
         (["--set", "resources=big"], "at '/resources'"),
+        (["--set", "operator.modelSizeLimit=2GB"], "at '/operator/modelSizeLimit'"),
+        (["--set", "policy.tolerations=Some"], "at '/policy/tolerations'"),
+        (["--set", "policy.maxModelSize=lots"], "at '/policy/maxModelSize'"),
+        (["--set", "policy.allowLoadBalancer=no"], "at '/policy/allowLoadBalancer'"),
+        (["--set", "policy.allowedImages={a b}"], "at '/policy/allowedImages/0'"),
+        (["--set", "policy.allowedImage={a}"], "additional properties 'allowedImage'"),
+        (
+            ["--set", "servingNetworkPolicy.monitoringNamespace=Monitoring"],
+            "at '/servingNetworkPolicy/monitoringNamespace'",
+        ),
         # Rules the schema cannot express fail with the chart's own message.
         (
             ["--set", "podDisruptionBudget.enabled=true"],
@@ -456,6 +466,10 @@ def test_the_service_monitor_scrapes_each_serving_pod_once(
         (
             ["--set", "serviceAccount.create=false"],
             "serviceAccount.name is required when serviceAccount.create is false",
+        ),
+        (
+            ["--set", "servingNetworkPolicy.enabled=true"],
+            "servingNetworkPolicy.enabled needs the namespaces of the serving pods",
         ),
     ],
 )

@@ -13,7 +13,7 @@ from modeldeploy.builders import build_deployment
 from modeldeploy.cli import build_parser
 from modeldeploy.runner import policy_of
 from modeldeploy.settings import Policy
-from tests.integration.chart.conftest import CHART, Helm
+from tests.integration.chart.conftest import Helm
 
 pytestmark = pytest.mark.integration
 
@@ -119,30 +119,3 @@ def test_the_serving_network_policy_takes_its_namespaces_and_peers_from_the_valu
     selector = metrics["from"][0]["namespaceSelector"]["matchLabels"]
     assert selector == {"kubernetes.io/metadata.name": "observability"}
     assert serving_policies(helm.template(RELEASE, RELEASE_NS)) == {}  # off by default
-
-
-@pytest.mark.parametrize(
-    ("setting", "message"),
-    [
-        (
-            ["--set", "servingNetworkPolicy.enabled=true"],
-            "servingNetworkPolicy.enabled needs the namespaces of the serving pods",
-        ),
-        (["--set", "policy.tolerations=Some"], "at '/policy/tolerations'"),
-        (["--set", "policy.maxModelSize=lots"], "at '/policy/maxModelSize'"),
-        (["--set", "policy.allowLoadBalancer=no"], "at '/policy/allowLoadBalancer'"),
-        (["--set", "policy.allowedImages={a b}"], "at '/policy/allowedImages/0'"),
-        (["--set", "policy.allowedImage={a}"], "additional properties 'allowedImage'"),
-        (["--set", "operator.modelSizeLimit=2GB"], "at '/operator/modelSizeLimit'"),
-        (
-            ["--set", "servingNetworkPolicy.monitoringNamespace=Monitoring"],
-            "at '/servingNetworkPolicy/monitoringNamespace'",
-        ),
-    ],
-)
-def test_wrong_multitenant_values_are_refused_naming_the_field(
-    helm: Helm, setting: list[str], message: str
-) -> None:
-    result = helm.run("template", RELEASE, str(CHART), *setting, check=False)
-    assert result.returncode != 0, result.stdout[:500]
-    assert message in result.stderr, result.stderr
