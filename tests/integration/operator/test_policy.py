@@ -91,14 +91,19 @@ def test_each_rule_refuses_its_spec_naming_the_rule_and_creates_nothing(
 ) -> None:
     for name, (spec, _, _) in BREAKING.items():
         apply_md(cluster, namespace, name, {"model": {"uri": MODEL}, **spec})
-    apply_md(cluster, namespace, "compliant", {"model": {"uri": MODEL}})
+    apply_md(cluster, namespace, "compliant", {"model": {"uri": MODEL, "sizeLimit": "4Gi"}})
     for name, (_, rule, value) in BREAKING.items():
         degraded = wait_for(lambda n=name: refused(cluster, namespace, n), 60, f"{name} refused")
         assert f"policy.{rule}" in degraded["message"] and value in degraded["message"], name
         md = get(cluster, "mdep", namespace, name)
         assert md and md["status"]["phase"] == "Failed"
     # The compliant one is served, so the operator did reconcile this namespace ...
-    wait_for(lambda: get(cluster, "deployment", namespace, "compliant"), 60, "compliant served")
+    served = wait_for(
+        lambda: get(cluster, "deployment", namespace, "compliant"), 60, "compliant served"
+    )
+    pod = served["spec"]["template"]["spec"]
+    assert f"--max-bytes={4 * 2**30}" in pod["initContainers"][0]["args"]
+    assert {"name": "model", "emptyDir": {"sizeLimit": "4112Mi"}} in pod["volumes"]
     # ... and for the others it wrote nothing at all.
     for kind in ("deployment", "service", "hpa", "pdb"):
         names = cluster.kubectl("get", kind, "-n", namespace, "-o", "name").stdout.split()
