@@ -8,8 +8,25 @@ import os
 import random
 import socket
 
+from modeldeploy.api import parse_quantity
 from modeldeploy.kube import api_client_from_environment
-from modeldeploy.settings import DEFAULT_SERVER_IMAGE, OperatorSettings
+from modeldeploy.settings import (
+    DEFAULT_MODEL_SIZE_LIMIT,
+    DEFAULT_SERVER_IMAGE,
+    OperatorSettings,
+    Policy,
+)
+
+
+def _quantity(text: str) -> str:
+    """A positive Kubernetes quantity of bytes, checked when the flags are read."""
+    try:
+        value = parse_quantity(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Kubernetes quantity") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of bytes")
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serving image for ModelDeployments that do not name one",
     )
     parser.add_argument(
+        "--model-size-limit",
+        type=_quantity,
+        default=env("MODELDEPLOY_MODEL_SIZE_LIMIT", DEFAULT_MODEL_SIZE_LIMIT),
+        help="largest model file a pod downloads when spec.model.sizeLimit is unset, a "
+        f"Kubernetes quantity (default {DEFAULT_MODEL_SIZE_LIMIT}); sizes the model volume too",
+    )
+    parser.add_argument(
         "--prometheus-address",
         default=env("MODELDEPLOY_PROMETHEUS_ADDRESS") or None,
         help="Prometheus for canary analysis when a ModelDeployment names none",
@@ -72,8 +96,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=float(env("MODELDEPLOY_RESYNC_SECONDS", "120")),
         help="interval of the periodic pass over every ModelDeployment",
     )
+    _add_policy_arguments(parser)
     parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="kubeconfig path")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+
+
+def _listed(name: str) -> list[str]:
+    return [item for item in os.environ.get(name, "").split(",") if item]
+
+
+def _add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the policy (``modeldeploy.policy``): what a ModelDeployment may ask for."""
+    env = os.environ.get
+    policy = parser.add_argument_group(
+        "policy", "what a ModelDeployment may ask for (a spec that breaks a rule is refused)"
+    )
+    for flag, variable, what, empty in (
+        ("--allowed-image", "IMAGES", "registry, repository or image spec.runtime.image may be "
+         "under", "any"),
+        ("--allowed-service-account", "SERVICE_ACCOUNTS", "ServiceAccount the pods may run as",
+         "any"),
+        ("--allowed-priority-class", "PRIORITY_CLASSES", "PriorityClass the pods may use",
+         "any but the built-in system-* ones"),
+    ):  # fmt: skip
+        policy.add_argument(
+            flag,
+            action="append",
+            default=_listed(f"MODELDEPLOY_ALLOWED_{variable}"),
+            help=f"{what} (repeatable; env MODELDEPLOY_ALLOWED_{variable}, comma-separated; "
+            f"none given: {empty})",
+        )
+    for flag, variable, what in (
+        ("--allow-env-value-from", "ENV_VALUE_FROM", "runtime.env may read Secrets and "
+         "ConfigMaps (valueFrom)"),
+        ("--allow-load-balancer", "LOAD_BALANCER", "spec.service.type may be LoadBalancer"),
+    ):  # fmt: skip
+        policy.add_argument(
+            flag,
+            action=argparse.BooleanOptionalAction,
+            default=env(f"MODELDEPLOY_ALLOW_{variable}", "true") == "true",
+            help=f"whether {what} (default: yes)",
+        )
+    policy.add_argument(
+        "--tolerations",
+        choices=["Any", "Keyed", "None"],
+        default=env("MODELDEPLOY_TOLERATIONS", "Keyed"),
+        help="tolerations the pods may have: Any, Keyed (each names a taint key, default) or None",
+    )
+    policy.add_argument(
+        "--max-model-size",
+        type=_quantity,
+        default=env("MODELDEPLOY_MAX_MODEL_SIZE") or None,
+        help="largest spec.model.sizeLimit a ModelDeployment may set (default: no cap)",
+    )
+
+
+def policy_of(args: argparse.Namespace) -> Policy:
+    """The policy the flags describe; exits when it contradicts --model-size-limit."""
+    if args.max_model_size and parse_quantity(args.model_size_limit) > parse_quantity(
+        args.max_model_size
+    ):
+        raise SystemExit(
+            f"modeldeploy operator: --model-size-limit {args.model_size_limit} is above "
+            f"--max-model-size {args.max_model_size}"
+        )
+    return Policy(
+        allowed_images=tuple(args.allowed_image),
+        allowed_service_accounts=tuple(args.allowed_service_account),
+        allowed_priority_classes=tuple(args.allowed_priority_class),
+        allow_env_value_from=args.allow_env_value_from,
+        allow_load_balancer=args.allow_load_balancer,
+        tolerations=args.tolerations,
+        max_model_size=args.max_model_size,
+    )
 
 
 def run_operator(args: argparse.Namespace) -> int:
@@ -100,6 +195,8 @@ def run_operator(args: argparse.Namespace) -> int:
     config = OperatorSettings(
         server_image=args.server_image,
         prometheus_address=args.prometheus_address,
+        model_size_limit=args.model_size_limit,
+        policy=policy_of(args),
         namespaces=tuple(args.namespace),
         resync_seconds=args.resync_seconds,
         metrics_address=args.metrics_address or None,

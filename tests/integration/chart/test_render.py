@@ -147,6 +147,19 @@ def value_sets(app: str) -> dict[str, dict[str, Any]]:
                 "healthFrom": [{"namespaceSelector": {}}],
                 "extraEgress": [{"ports": [{"protocol": "TCP", "port": 9090}]}],
             },
+            "policy": {
+                "allowedImages": ["registry.example.com/ml/"],
+                "allowedServiceAccounts": ["serving"],
+                "allowedPriorityClasses": ["model-serving"],
+                "allowEnvValueFrom": False,
+                "allowLoadBalancer": False,
+                "tolerations": "None",
+                "maxModelSize": "4Gi",
+            },
+            "servingNetworkPolicy": {
+                "enabled": True,
+                "httpFrom": [{"namespaceSelector": {"matchLabels": {"gateway": "true"}}}],
+            },
             "metrics": {
                 "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
                 "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
@@ -342,7 +355,11 @@ def test_the_everything_value_set_reaches_the_objects(
     assert pod["priorityClassName"] == "system-cluster-critical"
     budget = one(objects, "PodDisruptionBudget")
     assert budget["spec"]["minAvailable"] == 2
-    policy = one(objects, "NetworkPolicy")["spec"]
+    (policy,) = [
+        o["spec"]
+        for o in by_kind(objects, "NetworkPolicy")
+        if o["metadata"]["name"] == FULLNAME  # the operator's (the serving pods' is -serving)
+    ]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8081}]
     api = policy["egress"][0]
@@ -431,6 +448,16 @@ def test_the_service_monitor_scrapes_each_serving_pod_once(
         ),
         (["--set", "networkPolicy.apiServerPorts={70000}"], "at '/networkPolicy/apiServerPorts/0'"),
         (["--set", "resources=big"], "at '/resources'"),
+        (["--set", "operator.modelSizeLimit=2GB"], "at '/operator/modelSizeLimit'"),
+        (["--set", "policy.tolerations=Some"], "at '/policy/tolerations'"),
+        (["--set", "policy.maxModelSize=lots"], "at '/policy/maxModelSize'"),
+        (["--set", "policy.allowLoadBalancer=no"], "at '/policy/allowLoadBalancer'"),
+        (["--set", "policy.allowedImages={a b}"], "at '/policy/allowedImages/0'"),
+        (["--set", "policy.allowedImage={a}"], "additional properties 'allowedImage'"),
+        (
+            ["--set", "servingNetworkPolicy.monitoringNamespace=Monitoring"],
+            "at '/servingNetworkPolicy/monitoringNamespace'",
+        ),
         # Rules the schema cannot express fail with the chart's own message.
         (
             ["--set", "podDisruptionBudget.enabled=true"],
@@ -439,6 +466,10 @@ def test_the_service_monitor_scrapes_each_serving_pod_once(
         (
             ["--set", "serviceAccount.create=false"],
             "serviceAccount.name is required when serviceAccount.create is false",
+        ),
+        (
+            ["--set", "servingNetworkPolicy.enabled=true"],
+            "servingNetworkPolicy.enabled needs the namespaces of the serving pods",
         ),
     ],
 )

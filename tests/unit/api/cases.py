@@ -117,6 +117,8 @@ INVALID = [
         {"spec.runtime.resources.requests.memory": "2Gi"},
         "requests",
     ),
+    Case("size-limit-tiny", {"spec.model.sizeLimit": "512Ki"}, "sizeLimit"),
+    Case("size-limit-garbage", {"spec.model.sizeLimit": "big"}, "sizeLimit"),
     Case("threads-zero", {"spec.runtime.threads": 0}, "threads"),
     Case("batch-size-zero", {"spec.runtime.batching.maxBatchSize": 0}, "maxBatchSize"),
     Case("pull-policy", {"spec.runtime.imagePullPolicy": "Sometimes"}, "imagePullPolicy"),
@@ -126,6 +128,16 @@ INVALID = [
         "env",
     ),
     Case("env-no-name", {"spec.runtime.env": [{"value": "1"}]}, "name"),
+    Case(
+        "env-reserved-name",
+        {"spec.runtime.env": [{"name": "LOG", "value": "1"}, {"name": "MODELDEPLOY_TRACK"}]},
+        "runtime.env must not set MODELDEPLOY_",
+    ),
+    Case(
+        "env-reserved-credentials",
+        {"spec.runtime.env": [{"name": "MODELDEPLOY_HTTP_AUTHORIZATION", "value": "x"}]},
+        "runtime.env must not set MODELDEPLOY_",
+    ),
     Case("strategy-unknown", {"spec.rollout.strategy": "BlueGreen"}, "strategy"),
     Case(
         "steps-with-rolling",
@@ -266,6 +278,8 @@ VALID = [
     Case("file-uri", {"spec.model": {"uri": "file:///models/iris.onnx"}}),
     Case("pvc-uri", {"spec.model": {"uri": "pvc://model-store/iris/3/model.onnx"}}),
     Case("http-uri", {"spec.model.uri": "http://minio.storage:9000/models/iris.onnx"}),
+    Case("size-limit", {"spec.model.sizeLimit": "500Mi"}),
+    Case("size-limit-integer", {"spec.model.sizeLimit": 1073741824}),
     Case("model-name-dots", {"spec.model.name": "iris.v2_final-1"}),
     Case("replicas-zero", {"spec.replicas": 0}),
     Case("autoscaling-min-equals-max", {"spec.autoscaling": {"minReplicas": 3, "maxReplicas": 3}}),
@@ -346,6 +360,10 @@ VALID = [
                 {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
             ]
         },
+    ),
+    Case(
+        "env-server-option",
+        {"spec.runtime.env": [{"name": "MODELDEPLOY_SERVER_LOG_LEVEL", "value": "debug"}]},
     ),
     Case("other-labels", {"spec.podTemplate.labels": {"app.kubernetes.io/version": "3"}}),
     Case("name-max-length", {"metadata.name": "m" * 52}),

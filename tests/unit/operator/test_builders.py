@@ -74,6 +74,7 @@ def test_fetch_then_serve_with_probes_env_and_scrape_annotations() -> None:
         "fetch",
         "--model-uri=s3://bucket/k.onnx",
         "--dest=/models",
+        "--max-bytes=2147483648",
         f"--sha256={SHA}",
     ]
     assert fetch["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
@@ -91,6 +92,54 @@ def test_fetch_then_serve_with_probes_env_and_scrape_annotations() -> None:
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == "8082"
     assert d["metadata"]["name"] == "iris-canary"
+
+
+def test_the_operators_env_wins_and_comes_before_the_authors() -> None:
+    """Reserved names are refused at admission; an object stored before that rule still gets
+    the operator's values (server-side apply would refuse a duplicate name anyway)."""
+    from modeldeploy.api.v1alpha1 import EnvVar, Runtime
+
+    author = [
+        EnvVar(name="OTEL_SERVICE_NAME", value="$(MODELDEPLOY_DEPLOYMENT_NAME)"),
+        EnvVar(name="MODELDEPLOY_SERVER_LOG_LEVEL", value="debug"),
+    ]
+    # Bypasses validation, as an object admitted before the CEL rule existed would.
+    smuggled = EnvVar.model_construct(name="MODELDEPLOY_TRACK", value="stable")
+    stored = md().model_copy(deep=True)
+    stored.spec.runtime = Runtime.model_construct(env=[author[0], smuggled, author[1]])
+    env = container(build_deployment(stored, "canary"))["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names))
+    assert [e["value"] for e in env if e["name"] == "MODELDEPLOY_TRACK"] == ["canary"]
+    assert names[-2:] == ["OTEL_SERVICE_NAME", "MODELDEPLOY_SERVER_LOG_LEVEL"]
+    assert names.index("MODELDEPLOY_DEPLOYMENT_NAME") < names.index("OTEL_SERVICE_NAME")
+
+
+@pytest.mark.parametrize(
+    ("model", "default", "max_bytes", "volume"),
+    [
+        ({}, "2Gi", 2 * 2**30, "2064Mi"),
+        ({}, "100Mi", 100 * 2**20, "116Mi"),
+        ({"sizeLimit": "500Mi"}, "2Gi", 500 * 2**20, "516Mi"),
+        ({"sizeLimit": "1G"}, "2Gi", 10**9, str(10**9 + 16 * 2**20)),
+        (
+            {"sizeLimit": "1Gi", "profile": {"uri": "https://m.example.com/p.json"}},
+            "2Gi",
+            2**30,
+            "2064Mi",
+        ),
+    ],
+)
+def test_the_size_limit_caps_the_fetch_and_sizes_the_model_volume(
+    model: dict[str, Any], default: str, max_bytes: int, volume: str
+) -> None:
+    d = build_deployment(
+        md(model={"uri": "https://m.example.com/iris.onnx", **model}),
+        settings=OperatorSettings(model_size_limit=default),
+    )
+    assert f"--max-bytes={max_bytes}" in container(d, "fetch-model")["args"]
+    volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["model"]["emptyDir"] == {"sizeLimit": volume}
 
 
 def test_autoscaled_deployment_leaves_replicas_to_the_hpa() -> None:

@@ -33,6 +33,13 @@ MODEL_URI_PATTERN = (
 )
 URL_PATH_SEGMENT_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$"
 
+# Environment variables the operator sets on the serving container (deployment, track, pod):
+# an author's value would mislabel the metrics a canary is judged by. MODELDEPLOY_SERVER_*
+# stay open: they tune server options the operator does not pass on the command line, and a
+# command-line flag wins over its variable, so they cannot override what the operator sets.
+RESERVED_ENV_PREFIX = "MODELDEPLOY_"
+SERVER_OPTION_ENV_PREFIX = "MODELDEPLOY_SERVER_"
+
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[a-f0-9]{64}$", max_length=64)]
 ModelUri = Annotated[str, StringConstraints(pattern=MODEL_URI_PATTERN, max_length=2048)]
 PathSegment = Annotated[str, StringConstraints(pattern=URL_PATH_SEGMENT_PATTERN, max_length=63)]
@@ -54,10 +61,27 @@ class ModelProfile(ApiModel):
     )
 
 
+MIN_MODEL_SIZE_LIMIT = "1Mi"
+
+
+def _size_limit_large_enough(m: ModelSource) -> bool:
+    return m.size_limit is None or parse_quantity(m.size_limit) >= parse_quantity(
+        MIN_MODEL_SIZE_LIMIT
+    )
+
+
 class ModelSource(ApiModel):
     """The model to serve: where to fetch it, how to verify it and the name it is served under."""
 
     __rules__ = (
+        Rule(
+            cel="!has(self.sizeLimit) || !isQuantity(string(self.sizeLimit)) || "
+            f"quantity(string(self.sizeLimit)).compareTo(quantity('{MIN_MODEL_SIZE_LIMIT}')) >= 0",
+            message=f"model.sizeLimit must be at least {MIN_MODEL_SIZE_LIMIT}",
+            check=_size_limit_large_enough,
+            field_path=".sizeLimit",
+            reason="FieldValueInvalid",
+        ),
         Rule(
             cel="!has(self.credentialsSecret) || self.uri.startsWith('s3://')"
             " || self.uri.startsWith('https://') || self.uri.startsWith('http://')",
@@ -99,6 +123,14 @@ class ModelSource(ApiModel):
         "AWS_SESSION_TOKEN, AWS_ENDPOINT_URL for s3; MODELDEPLOY_HTTP_AUTHORIZATION, sent as "
         "the Authorization header, for http(s)). Credentials go only to the model's origin, "
         "never to a redirect target on another host.",
+    )
+    size_limit: Quantity | None = Field(
+        default=None,
+        description="Largest model file the pod downloads, in bytes as a Kubernetes quantity "
+        "(e.g. 500Mi, 4Gi; at least 1Mi): a larger file fails the fetch before or while it is "
+        "read. The same cap applies to the profile, and the pod's model volume is limited to "
+        "the cap for each file plus 16Mi. Defaults to the operator's setting (2Gi unless "
+        "configured).",
     )
     profile: ModelProfile | None = Field(
         default=None,
@@ -182,6 +214,11 @@ class Shutdown(ApiModel):
     )
 
 
+def reserved_env_name(name: str) -> bool:
+    """Whether only the operator may set the variable ``name`` (see RESERVED_ENV_PREFIX)."""
+    return name.startswith(RESERVED_ENV_PREFIX) and not name.startswith(SERVER_OPTION_ENV_PREFIX)
+
+
 class EnvVar(ApiModel, extra="allow"):
     """An environment variable of the serving container."""
 
@@ -202,6 +239,18 @@ EnvVarList = Annotated[
 
 class Runtime(ApiModel):
     """How the serving container runs the model."""
+
+    __rules__ = (
+        Rule(
+            cel=f"!has(self.env) || self.env.all(e, !e.name.startsWith('{RESERVED_ENV_PREFIX}')"
+            f" || e.name.startsWith('{SERVER_OPTION_ENV_PREFIX}'))",
+            message=f"runtime.env must not set {RESERVED_ENV_PREFIX}* variables: the operator "
+            f"sets them ({SERVER_OPTION_ENV_PREFIX}* server options are allowed)",
+            check=lambda r: not any(reserved_env_name(e.name) for e in r.env or ()),
+            field_path=".env",
+            reason="FieldValueForbidden",
+        ),
+    )
 
     image: Annotated[str, StringConstraints(pattern=r"^\S+$", max_length=1024)] | None = Field(
         default=None,
@@ -229,7 +278,8 @@ class Runtime(ApiModel):
     env: EnvVarList | None = Field(
         default=None,
         description="Extra environment variables of the serving container (name with value "
-        "or valueFrom).",
+        "or valueFrom). Names starting with MODELDEPLOY_ are the operator's, except "
+        "MODELDEPLOY_SERVER_<OPTION>, which tunes a server option the operator does not set.",
     )
     shutdown: Shutdown | None = Field(
         default=None,

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from modeldeploy.api import ModelDeployment, parse_quantity
-from modeldeploy.api.workload import Shutdown
+from modeldeploy.api.workload import Shutdown, reserved_env_name
 from modeldeploy.builders.names import (
     STABLE,
     Track,
@@ -27,6 +27,8 @@ RUN_AS = 10001
 DEFAULT_REQUESTS = {"cpu": "500m", "memory": "512Mi"}
 GRACE_MARGIN = 5
 """Seconds of the grace period beyond drain and in-flight timeout (process exit, logs)."""
+MODEL_VOLUME_MARGIN = 16 * 2**20
+"""Bytes of the model volume beyond the files themselves (filesystem blocks, directory)."""
 
 _CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
@@ -93,6 +95,14 @@ def _pvc_claim(uri: str) -> str | None:
 
 
 def _env(md: ModelDeployment, track: Track) -> list[dict[str, Any]]:
+    """The server's environment: the operator's variables, then the author's.
+
+    Author entries with a reserved name are dropped, so the operator's values win even for
+    an object admitted before the CEL rule existed (server-side apply refuses duplicate
+    names outright, and a container would take the last of them). The operator's come
+    first so that an author's value may refer to them, e.g. ``$(MODELDEPLOY_TRACK)``:
+    Kubernetes expands only variables defined earlier in the list.
+    """
     field = [
         ("MODELDEPLOY_POD_NAME", "metadata.name"),
         ("MODELDEPLOY_NAMESPACE", "metadata.namespace"),
@@ -104,7 +114,11 @@ def _env(md: ModelDeployment, track: Track) -> list[dict[str, Any]]:
     ]
     runtime = md.spec.runtime
     if runtime and runtime.env:
-        env += [e.model_dump(by_alias=True, exclude_none=True) for e in runtime.env]
+        env += [
+            e.model_dump(by_alias=True, exclude_none=True)
+            for e in runtime.env
+            if not reserved_env_name(e.name)
+        ]
     return env
 
 
@@ -167,9 +181,35 @@ def _source_claims(md: ModelDeployment) -> list[tuple[str, str]]:
     return found
 
 
-def _fetch_container(md: ModelDeployment, image: str, pull: dict[str, Any]) -> dict[str, Any]:
+def model_size_limit(md: ModelDeployment, settings: OperatorSettings) -> int:
+    """Bytes the fetch may download per file: spec.model.sizeLimit or the operator's default."""
+    return int(parse_quantity(md.spec.model.size_limit or settings.model_size_limit))
+
+
+def model_volume_size(md: ModelDeployment, settings: OperatorSettings) -> str:
+    """``emptyDir.sizeLimit`` of the model volume: the download cap for each file it holds
+    (the model, and the profile when there is one) plus a margin.
+
+    The fetch writes a file beside its final name and renames it, so a file never needs
+    twice its space, and a file above the cap fails the fetch (exit 9, a message naming the
+    cap) before the kubelet would evict the pod for the volume. The limit bounds what a pod
+    may write to the node's disk; it reserves nothing.
+    """
+    files = 2 if md.spec.model.profile is not None else 1
+    size = files * model_size_limit(md, settings) + MODEL_VOLUME_MARGIN
+    return f"{size // 2**20}Mi" if size % 2**20 == 0 else str(size)
+
+
+def _fetch_container(
+    md: ModelDeployment, image: str, pull: dict[str, Any], settings: OperatorSettings
+) -> dict[str, Any]:
     model = md.spec.model
-    args = ["fetch", f"--model-uri={model.uri}", f"--dest={MODEL_DIR}"]
+    args = [
+        "fetch",
+        f"--model-uri={model.uri}",
+        f"--dest={MODEL_DIR}",
+        f"--max-bytes={model_size_limit(md, settings)}",
+    ]
     if model.sha256:
         args.append(f"--sha256={model.sha256}")
     if model.profile is not None:
@@ -238,7 +278,7 @@ def _pod_spec(md: ModelDeployment, track: Track, settings: OperatorSettings) -> 
         else {}
     )
     volumes: list[dict[str, Any]] = [
-        {"name": "model", "emptyDir": {}},
+        {"name": "model", "emptyDir": {"sizeLimit": model_volume_size(md, settings)}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
     for volume, claim in _source_claims(md):
@@ -250,7 +290,7 @@ def _pod_spec(md: ModelDeployment, track: Track, settings: OperatorSettings) -> 
         "enableServiceLinks": False,
         "securityContext": _POD_SECURITY,
         "terminationGracePeriodSeconds": grace_period(md),
-        "initContainers": [_fetch_container(md, image, pull)],
+        "initContainers": [_fetch_container(md, image, pull, settings)],
         "containers": [_server_container(md, track, image, pull, settings)],
         "volumes": volumes,
     }

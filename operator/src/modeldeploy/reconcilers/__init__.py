@@ -20,6 +20,7 @@ from modeldeploy.api import (
 from modeldeploy.builders import CANARY, STABLE, deployment_name
 from modeldeploy.builders.names import name_of, namespace_of
 from modeldeploy.kube import Kube
+from modeldeploy.policy import check_policy, policy_message
 from modeldeploy.reconcilers.children import MayExist, reconcile_children, serving_pods
 from modeldeploy.reconcilers.rollout import plan_rollout, routing_error, with_routing_error
 from modeldeploy.reconcilers.status import (
@@ -109,6 +110,16 @@ def clear_rollout_annotations(kube: Kube, md: ModelDeployment) -> None:
         )
 
 
+def _refuse(kube: Kube, raw: dict[str, Any], emit: EventSink, reason: str, message: str) -> Outcome:
+    """Report a spec the operator will not act on (Failed, Degraded with ``reason``, a
+    Warning Event on the transition) and leave its children as they are."""
+    generation = int(raw["metadata"].get("generation", 0))
+    status = invalid_status(generation, message, raw.get("status"), reason=reason)
+    outcome = Outcome(phase="Failed", status=status)
+    outcome.status_written = write_status(kube, raw, status, emit)
+    return outcome
+
+
 def reconcile(
     body: Mapping[str, Any],
     kube: Kube,
@@ -126,17 +137,16 @@ def reconcile(
     raw = plain(body)
     if known_status is not None:
         raw["status"] = known_status
-    outcome = Outcome()
     try:
         md = ModelDeployment.model_validate(raw)
     except ValidationError as error:
-        message = _validation_message(error)
-        status = invalid_status(
-            int(raw["metadata"].get("generation", 0)), message, raw.get("status")
-        )
-        outcome.status_written = write_status(kube, raw, status, emit)
-        outcome.phase, outcome.status = "Failed", status
-        return outcome
+        return _refuse(kube, raw, emit, "InvalidSpec", _validation_message(error))
+    violations = check_policy(md, settings)
+    if violations:
+        # Before any child is built or read: a refused spec changes nothing in the cluster.
+        return _refuse(kube, raw, emit, "PolicyViolation", policy_message(violations))
+
+    outcome = Outcome()
 
     previous = raw.get("status") or {}
     now = datetime.now(UTC)

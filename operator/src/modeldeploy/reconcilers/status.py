@@ -233,16 +233,22 @@ def transitions(
 
 
 def invalid_status(
-    generation: int, message: str, previous: dict[str, Any] | None, *, now: str | None = None
+    generation: int,
+    message: str,
+    previous: dict[str, Any] | None,
+    *,
+    now: str | None = None,
+    reason: str = "InvalidSpec",
 ) -> dict[str, Any]:
-    """Status of an object the operator cannot parse: Failed, with the reason, nothing else
-    touched (children of an earlier valid spec keep serving)."""
+    """Status of an object the operator will not act on: Failed, with the reason (InvalidSpec:
+    it cannot be parsed; PolicyViolation: the operator's policy refuses it), nothing else
+    touched (children of an earlier acceptable spec keep serving)."""
     previous = dict(previous or {})
     verdicts = {
-        "Ready": Verdict("False", "InvalidSpec", message),
-        "Available": Verdict("Unknown", "InvalidSpec", "The spec cannot be acted on."),
-        "Progressing": Verdict("False", "InvalidSpec", message),
-        "Degraded": Verdict("True", "InvalidSpec", message),
+        "Ready": Verdict("False", reason, message),
+        "Available": Verdict("Unknown", reason, "The spec cannot be acted on."),
+        "Progressing": Verdict("False", reason, message),
+        "Degraded": Verdict("True", reason, message),
     }
     status = {k: v for k, v in previous.items() if k not in ("conditions", "phase")}
     status.update(
