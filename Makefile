@@ -88,7 +88,7 @@ bench-node: setup
 # through the gateway and the Service, and client requests during rollouts (~15 min).
 bench-traffic: setup
 	rm -f .traffic-records.jsonl
-	MODELDEPLOY_TRAFFIC_RECORD=$(CURDIR)/.traffic-records.jsonl $(VENV)/bin/pytest -m integration -q tests/integration/node/test_traffic.py
+	MODELDEPLOY_TRAFFIC_RECORD=$(CURDIR)/.traffic-records.jsonl $(VENV)/bin/pytest -m integration -q tests/integration/node/test_traffic.py tests/integration/node/test_autoscaling.py
 	$(PY) benchmarks/traffic_report.py .traffic-records.jsonl > benchmarks/TRAFFIC_RESULTS.md
 	rm -f .traffic-records.jsonl
 

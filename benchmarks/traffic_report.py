@@ -52,15 +52,31 @@ def rollout_table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def autoscaling_table(records: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| phase | requests | failed | stable pods at the peak | load → scaled up | "
+        "load stopped → back to one pod |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['phase']} | {r['requests']} | {r['failed']} | {r['peak']} "
+            f"| {r['scale_up_seconds']} s | {r['scale_down_seconds']} s |"
+        )
+    return lines
+
+
 def main(path: str) -> int:
     records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
     splits = [r for r in records if r["kind"] == "split"]
     rollouts = [r for r in records if r["kind"] == "rollout"]
+    scaling = [r for r in records if r["kind"] == "autoscaling"]
     out = [
         "# Real traffic through the gateway and the Service: split and zero-loss rollouts",
         "",
         f"Recorded {time.strftime('%Y-%m-%d')} by `{COMMAND}` (the tests of "
-        "`tests/integration/node/test_traffic.py`, run on a running `make cluster`), on "
+        "`tests/integration/node/test_traffic.py` and `test_autoscaling.py`, run on a running "
+        "`make cluster`), on "
         f"{platform.machine()} with {len(os.sched_getaffinity(0))} cores. "
         "Pods on the local cluster's real node; the gateway is Traefik (Gateway API, "
         "`kubernetesGateway` provider); counts are the servers' own "
@@ -86,6 +102,16 @@ def main(path: str) -> int:
         "period is 30 s.",
         "",
         *rollout_table(rollouts),
+        "",
+        "## The HorizontalPodAutoscaler on real CPU",
+        "",
+        "`tests/integration/node/test_autoscaling.py`: one pod (100m CPU requested), target 50 % "
+        "CPU, at most 3 pods; four closed-loop clients with a connection per request, through "
+        "the Service, then through the gateway with a canary paused at 50 %. metrics-server "
+        "reads the kubelet every 10 s; the local controller-manager syncs HPAs every 2 s with a "
+        "10 s scale-down stabilization (a cluster's defaults are 15 s and 5 min).",
+        "",
+        *autoscaling_table(scaling),
         "",
     ]
     print("\n".join(out))
