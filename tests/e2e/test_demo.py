@@ -118,6 +118,9 @@ def test_the_demo_serves_a_prediction_and_promotes_a_canary(cluster: Any, tmp_pa
     served = re.search(r"(\d+) of (\d+) requests answered 200", out)
     assert served and int(served[1]) > 0 and served[1] == served[2], out
     assert re.search(r"weight 25%: the canary answered \d+% of \d+ requests", out), out
+    # The canary's HTTPRoute on the cluster's gateway carried the demo's traffic.
+    assert "traffic through the gateway (http://10.244.0.1:80" in out, out
+    assert "(Gateway API: the HTTPRoute's weights, request by request)" in out, out
     assert re.search(r"demo finished in \d+s", out)
     assert_left_nothing(cluster, workdir, namespace, release)
 
