@@ -19,7 +19,7 @@ from typing import Any
 from modeldeploy.demo import DemoError
 from modeldeploy.demo.console import Console
 from modeldeploy.demo.processes import Child, tool_argv, wait_until
-from modeldeploy.demo.traffic import Traffic
+from modeldeploy.demo.traffic import PROMOTING, Traffic
 from modeldeploy.devcluster import LocalCluster, project_root, running_cluster
 from modeldeploy.devcluster.addons import store_credentials
 from modeldeploy.devcluster.network import NODE_NAME
@@ -331,8 +331,8 @@ class ClusterSession:
                     f"{progressing}"
                 )
                 if line != said:
-                    traffic.mark(int(canary.get("weight", 0)))
-                if line != said:
+                    promoting = canary.get("state") == "Promoting"
+                    traffic.mark(PROMOTING if promoting else int(canary.get("weight", 0)))
                     said = line
                     self.console.info(line)
             runs = canary.get("analysis") or []

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 ROWS_PER_CLASS = 5
+PROMOTING = -1
+"""The weight ``mark`` takes while the stable track takes the new model: both tracks then
+answer with the new version, so the share by version no longer measures the weight."""
 
 
 class Traffic:
@@ -130,7 +133,7 @@ class Traffic:
                 said += " (" + ", ".join(f"{n} {e}" for e, n in self.errors.most_common()) + ")"
             parts.append(f"failed: {said}")
         for weight in sorted({w for w, _, _ in self.answers}):
-            if weight == 0:
+            if weight in (0, PROMOTING):
                 continue
             at = sum(n for (w, _, code), n in self.answers.items() if w == weight and code == 200)
             canary = sum(
