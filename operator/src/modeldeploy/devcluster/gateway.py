@@ -65,10 +65,13 @@ def traefik_binary() -> Path:
 def traefik_config(ping_port: int) -> dict[str, Any]:
     """Traefik's static configuration: clients on the bridge's address, its own health check
     and metrics on a loopback port, and the Gateway API as the only provider."""
+    # Headers whose names alias another's once "_", "." and the like become "_" (as WSGI and
+    # CGI backends read them) are dropped: a client cannot smuggle one past the gateway.
+    http = {"aliasHeadersStrategy": "delete"}
     return {
         "entryPoints": {
-            ENTRY_POINT: {"address": f"{GATEWAY}:{GATEWAY_PORT}"},
-            "traefik": {"address": f"127.0.0.1:{ping_port}"},
+            ENTRY_POINT: {"address": f"{GATEWAY}:{GATEWAY_PORT}", "http": http},
+            "traefik": {"address": f"127.0.0.1:{ping_port}", "http": http},
         },
         "ping": {"entryPoint": "traefik"},
         "metrics": {"prometheus": {"entryPoint": "traefik", "addServicesLabels": True}},
