@@ -40,10 +40,10 @@ control-plane:
 	bash hack/fetch-gateway-api.sh >/dev/null
 
 cluster: setup control-plane images
-	$(PY) -m modeldeploy.devcluster up
+	$(PY) -m modeldeploy_dev.cluster up
 
 cluster-down: setup
-	$(PY) -m modeldeploy.devcluster down
+	$(PY) -m modeldeploy_dev.cluster down
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -94,7 +94,7 @@ bench-traffic: setup
 
 # Reuses a running `make cluster`, else starts a private control plane and stops it at the end.
 demo: setup control-plane images
-	$(PY) -m modeldeploy.demo
+	$(PY) -m modeldeploy_dev.demo
 
 clean: cluster-down
 	rm -rf $(VENV)

@@ -20,8 +20,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.devcluster import LocalCluster, project_root
-from modeldeploy.devcluster.store import ObjectStore
+from modeldeploy_dev.cluster import LocalCluster, project_root
+from modeldeploy_dev.cluster.store import ObjectStore
 from tests.support import onnx_models
 from tests.support.operator_process import OperatorProcess, wait_for
 

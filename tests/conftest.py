@@ -35,7 +35,7 @@ def _progress(message: str) -> None:
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """The local control plane: the one `make cluster` runs, or a private one for the session."""
-    from modeldeploy.devcluster import running_cluster
+    from modeldeploy_dev.cluster import running_cluster
 
     fallback = tmp_path_factory.mktemp("cluster")
     with running_cluster(ROOT / ".cluster", fallback, progress=_progress) as running:

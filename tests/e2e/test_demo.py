@@ -1,4 +1,4 @@
-"""`make demo` end to end: the demo as a user runs it (``python -m modeldeploy.demo``, what the
+"""`make demo` end to end: the demo as a user runs it (``python -m modeldeploy_dev.demo``, what the
 Makefile target runs), against the session's control plane, with its own namespace and Helm
 release so that it cannot collide with someone's `make demo` on a shared cluster.
 
@@ -30,7 +30,7 @@ def demo_command(cluster: Any, workdir: Path) -> tuple[list[str], str, str]:
     suffix = uuid.uuid4().hex[:6]
     namespace, release = f"demo-e2e-{suffix}", f"modeldeploy-e2e-{suffix}"
     command = [
-        sys.executable, "-m", "modeldeploy.demo", "--namespace", namespace,
+        sys.executable, "-m", "modeldeploy_dev.demo", "--namespace", namespace,
         "--release", release, "--workdir", str(workdir), "--cluster-root", str(cluster.root),
     ]  # fmt: skip
     return command, namespace, release
@@ -48,7 +48,7 @@ def processes_mentioning(text: str) -> list[str]:
         except OSError:
             continue
         line = " ".join(a.decode(errors="replace") for a in argv if a)
-        if text in line and "modeldeploy.demo" not in line:
+        if text in line and "modeldeploy_dev.demo" not in line:
             found.append(line)
     return found
 
@@ -163,7 +163,7 @@ def test_a_namespace_the_demo_does_not_own_is_refused_and_the_release_removed(
     assert result.returncode == 1, result.stdout[-4000:]
     assert re.search(
         rf"FAILED at step 2/6 \(.*\): namespace {namespace} exists and was not created by the "
-        "demo: delete it, or run `python -m modeldeploy.demo --namespace OTHER`",
+        "demo: delete it, or run `python -m modeldeploy_dev.demo --namespace OTHER`",
         result.stdout,
     ), result.stdout[-4000:]
     assert processes_mentioning(str(workdir)) == []

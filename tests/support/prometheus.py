@@ -15,7 +15,7 @@ Usage::
 
 With ``kubernetes=Discovery(kubeconfig, [namespace])`` Prometheus instead discovers the serving
 pods through the Kubernetes API, as on any cluster (the pods the operator annotates, labelled
-with namespace, pod and track; ``modeldeploy.devcluster.monitoring``), and ``rule_files``
+with namespace, pod and track; ``modeldeploy_dev.cluster.monitoring``), and ``rule_files``
 loads alerting rules (the chart's) that it evaluates every interval; ``alerts()`` lists them.
 That needs the Prometheus built by ``make control-plane`` (``binary=``): Debian's lacks
 Kubernetes discovery.
@@ -46,8 +46,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from modeldeploy.devcluster.monitoring import pod_scrape_config
-from modeldeploy.devcluster.processes import free_port, tail, terminate
+from modeldeploy_dev.cluster.monitoring import pod_scrape_config
+from modeldeploy_dev.cluster.processes import free_port, tail, terminate
 
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 Target = tuple[str, Mapping[str, str]]

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.devcluster import free_port
+from modeldeploy_dev.cluster import free_port
 from tests.integration.chart.conftest import (
     CHART,
     Helm,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.devcluster import ControlPlaneError, LocalCluster
+from modeldeploy_dev.cluster import ControlPlaneError, LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from modeldeploy.devcluster import LocalCluster
-from modeldeploy.devcluster.binaries import project_root, read_versions
+from modeldeploy_dev.cluster import LocalCluster
+from modeldeploy_dev.cluster.binaries import project_root, read_versions
 from tests.support.gateway import REQUIRED, GatewayAPI, without_gateway_api
 
 pytestmark = pytest.mark.integration
@@ -153,7 +153,7 @@ def test_without_gateway_api_removes_the_crds_for_the_block_only(
 HOLDER = """
 import sys, time
 from pathlib import Path
-from modeldeploy.devcluster import LocalCluster
+from modeldeploy_dev.cluster import LocalCluster
 from tests.support.gateway import gateway_api_present
 
 cluster = LocalCluster.load(Path(sys.argv[1]))

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.devcluster.network import NODE_NAME
-from modeldeploy.devcluster.store import ObjectStore
+from modeldeploy_dev.cluster.network import NODE_NAME
+from modeldeploy_dev.cluster.store import ObjectStore
 from tests.integration.chart.conftest import helm  # noqa: F401  (the chart tests' helm)
 from tests.support.operator_process import OperatorProcess
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.devcluster.gateway import GATEWAY_NAME, GATEWAY_NAMESPACE, GATEWAY_URL
+from modeldeploy_dev.cluster.gateway import GATEWAY_NAME, GATEWAY_NAMESPACE, GATEWAY_URL
 from tests.integration.node.test_serving import SMALL, routed, service_address
 from tests.support.kubectl import apply_md, condition, get
 from tests.support.operator_process import OperatorProcess, wait_for

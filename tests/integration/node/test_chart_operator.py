@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.devcluster.network import NODE_NAME
+from modeldeploy_dev.cluster.network import NODE_NAME
 from tests.integration.chart.conftest import CHART, Helm
 from tests.integration.node.conftest import StoredModel
 from tests.integration.node.test_serving import infer, pods_of, serve

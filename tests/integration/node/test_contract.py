@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.devcluster.store import ObjectStore
+from modeldeploy_dev.cluster.store import ObjectStore
 from tests.integration.node.test_serving import routed, service_address
 from tests.support.kubectl import apply_md, condition, get
 from tests.support.onnx_models import make_classifier

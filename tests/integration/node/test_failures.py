@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.devcluster.store import ObjectStore
+from modeldeploy_dev.cluster.store import ObjectStore
 from tests.integration.node.conftest import StoredModel
 from tests.integration.node.test_serving import NAME, pods_of, ready_md, serve, serving_spec
 from tests.support import onnx_models

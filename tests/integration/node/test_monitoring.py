@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from modeldeploy.devcluster.gateway import GATEWAY_NAME, GATEWAY_NAMESPACE, GATEWAY_URL
+from modeldeploy_dev.cluster.gateway import GATEWAY_NAME, GATEWAY_NAMESPACE, GATEWAY_URL
 from tests.integration.chart.test_alerts import _rules
 from tests.integration.node.test_serving import SMALL
 from tests.integration.node.test_traffic import canary, stable_on

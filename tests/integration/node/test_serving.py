@@ -8,7 +8,7 @@ import json
 import urllib.request
 from typing import Any
 
-from modeldeploy.devcluster.network import NODE_NAME
+from modeldeploy_dev.cluster.network import NODE_NAME
 from tests.integration.node.conftest import StoredModel
 from tests.support.kubectl import apply_md, condition, get
 from tests.support.operator_process import OperatorProcess, wait_for

@@ -27,15 +27,6 @@ def test_multi_stage_non_root_with_the_operator_entrypoint() -> None:
     assert 'ENTRYPOINT ["modeldeploy", "operator"]' in LINES
 
 
-def test_only_the_operator_extra_and_code_are_installed() -> None:
-    text = DOCKERFILE.read_text()
-    assert 'pip install ".[operator]"' in text
-    copies = [line for line in LINES if line.startswith("COPY ") and "--from" not in line]
-    sources = [word for line in copies for word in line.split()[1:-1]]
-    assert sorted(sources) == ["README.md", "operator/src", "pyproject.toml"]
-    assert "[server]" not in text
-
-
 def test_the_chart_runs_the_image_as_the_image_expects() -> None:
     values = yaml.safe_load((ROOT / "charts" / "modeldeploy" / "values.yaml").read_text())
     assert values["podSecurityContext"]["runAsUser"] == 10001

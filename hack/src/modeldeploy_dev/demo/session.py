@@ -16,13 +16,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.demo import DemoError
-from modeldeploy.demo.console import Console
-from modeldeploy.demo.processes import Child, tool_argv, wait_until
-from modeldeploy.demo.traffic import PROMOTING, Traffic
-from modeldeploy.devcluster import LocalCluster, project_root, running_cluster
-from modeldeploy.devcluster.addons import store_credentials
-from modeldeploy.devcluster.network import NODE_NAME
+from modeldeploy_dev.cluster import LocalCluster, project_root, running_cluster
+from modeldeploy_dev.cluster.addons import store_credentials
+from modeldeploy_dev.cluster.network import NODE_NAME
+from modeldeploy_dev.demo import DemoError
+from modeldeploy_dev.demo.console import Console
+from modeldeploy_dev.demo.processes import Child, tool_argv, wait_until
+from modeldeploy_dev.demo.traffic import PROMOTING, Traffic
 
 RELEASE_NAMESPACE = "modeldeploy-system"
 MARK = "modeldeploy demo"
@@ -202,7 +202,7 @@ class ClusterSession:
             if description != MARK:
                 raise DemoError(
                     f"Helm release {self.release} in {RELEASE_NAMESPACE} exists and was not "
-                    "installed by the demo: uninstall it, or run `python -m modeldeploy.demo "
+                    "installed by the demo: uninstall it, or run `python -m modeldeploy_dev.demo "
                     "--release OTHER`"
                 )
             self.console.info(f"removing release {self.release}, left by an earlier demo run")
@@ -255,7 +255,7 @@ class ClusterSession:
             if labels.get(OWNER_LABEL) != OWNER:
                 raise DemoError(
                     f"namespace {self.namespace} exists and was not created by the demo: delete "
-                    "it, or run `python -m modeldeploy.demo --namespace OTHER`"
+                    "it, or run `python -m modeldeploy_dev.demo --namespace OTHER`"
                 )
             self.console.info(f"deleting namespace {self.namespace}, left by an earlier demo run")
             self.kubectl("delete", "namespace", self.namespace, "--timeout=120s")

@@ -1,4 +1,4 @@
-"""``python -m modeldeploy.devcluster up|down|status``: the local control plane by hand."""
+"""``python -m modeldeploy_dev.cluster up|down|status``: the local control plane by hand."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from modeldeploy.devcluster.binaries import ControlPlaneError, project_root
-from modeldeploy.devcluster.cluster import LocalCluster
+from modeldeploy_dev.cluster.binaries import ControlPlaneError, project_root
+from modeldeploy_dev.cluster.local import LocalCluster
 
 
 def _progress(message: str) -> None:
@@ -18,7 +18,7 @@ def _progress(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m modeldeploy.devcluster")
+    parser = argparse.ArgumentParser(prog="python -m modeldeploy_dev.cluster")
     parser.add_argument("command", choices=["up", "down", "status"])
     args = parser.parse_args(argv)
     root = project_root() / ".cluster"

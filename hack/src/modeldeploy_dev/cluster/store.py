@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.devcluster.addons import (
+from modeldeploy_dev.cluster.addons import (
     STORE_ACCESS_KEY,
     STORE_NAMESPACE,
     STORE_PORT,

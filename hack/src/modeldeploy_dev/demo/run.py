@@ -1,4 +1,4 @@
-"""The demo's six steps, and its command line (``python -m modeldeploy.demo``, ``make demo``).
+"""The demo's six steps, and its command line (``python -m modeldeploy_dev.demo``, ``make demo``).
 
 Everything it starts is stopped on success, on failure and on Ctrl-C: processes by their id,
 the Helm release and the namespace it created (on a cluster it reuses), the private control
@@ -21,22 +21,22 @@ from typing import Any
 
 import yaml
 
-from modeldeploy.demo import DemoError
-from modeldeploy.demo.cluster import NAME, RELEASE_NAMESPACE, ClusterSession
-from modeldeploy.demo.console import Console
-from modeldeploy.demo.models import CLASSES, QUESTION, Trained, train
-from modeldeploy.demo.processes import Children, Prometheus, http_status, wait_until
-from modeldeploy.demo.traffic import Traffic
-from modeldeploy.devcluster import ControlPlaneError
-from modeldeploy.devcluster.addons import STORE_NAMESPACE, STORE_SECRET, STORE_SERVICE
-from modeldeploy.devcluster.gateway import (
+from modeldeploy_dev.cluster import ControlPlaneError
+from modeldeploy_dev.cluster.addons import STORE_NAMESPACE, STORE_SECRET, STORE_SERVICE
+from modeldeploy_dev.cluster.gateway import (
     GATEWAY_NAME,
     GATEWAY_NAMESPACE,
     GATEWAY_URL,
     gateway_programmed,
 )
-from modeldeploy.devcluster.network import GATEWAY
-from modeldeploy.devcluster.store import BUCKET, ObjectStore
+from modeldeploy_dev.cluster.network import GATEWAY
+from modeldeploy_dev.cluster.store import BUCKET, ObjectStore
+from modeldeploy_dev.demo import DemoError
+from modeldeploy_dev.demo.console import Console
+from modeldeploy_dev.demo.models import CLASSES, QUESTION, Trained, train
+from modeldeploy_dev.demo.processes import Children, Prometheus, http_status, wait_until
+from modeldeploy_dev.demo.session import NAME, RELEASE_NAMESPACE, ClusterSession
+from modeldeploy_dev.demo.traffic import Traffic
 
 STEPS = 6
 ROLLOUT: dict[str, Any] = {
@@ -406,7 +406,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m modeldeploy.demo",
+        prog="python -m modeldeploy_dev.demo",
         description="The modeldeploy demo (make demo): the chart, the operator, a model served "
         "and a canary promoted, on the local control plane.",
     )

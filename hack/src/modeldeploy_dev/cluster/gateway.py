@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.devcluster.network import GATEWAY, GATEWAY_PORT
+from modeldeploy_dev.cluster.network import GATEWAY, GATEWAY_PORT
 
 GATEWAY_CLASS = "modeldeploy"
 GATEWAY_NAMESPACE = "modeldeploy-gateway"

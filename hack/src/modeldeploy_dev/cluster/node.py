@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modeldeploy.devcluster.network import (
+from modeldeploy_dev.cluster.network import (
     BRIDGE,
     DNS_SERVICE_IP,
     GATEWAY,
@@ -32,7 +32,7 @@ from modeldeploy.devcluster.network import (
 )
 
 if TYPE_CHECKING:
-    from modeldeploy.devcluster.pki import Pki
+    from modeldeploy_dev.cluster.pki import Pki
 
 CNI_BIN_DIR = "/usr/lib/cni"
 CNI_NETWORK = "modeldeploy"

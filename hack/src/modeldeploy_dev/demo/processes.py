@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.demo import DemoError
-from modeldeploy.devcluster.monitoring import pod_scrape_config
-from modeldeploy.devcluster.processes import free_port, tail, terminate
+from modeldeploy_dev.cluster.monitoring import pod_scrape_config
+from modeldeploy_dev.cluster.processes import free_port, tail, terminate
+from modeldeploy_dev.demo import DemoError
 
 
 def tool_argv(script: str, module: str) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy.devcluster.network import DNS_SERVICE_IP
+from modeldeploy_dev.cluster.network import DNS_SERVICE_IP
 
 DNS_NAMESPACE = "kube-system"
 STORE_NAMESPACE = "modeldeploy-store"

@@ -4,7 +4,7 @@ port no entry point has)."""
 
 from __future__ import annotations
 
-from modeldeploy.devcluster.gateway import (
+from modeldeploy_dev.cluster.gateway import (
     ENTRY_POINT,
     GATEWAY_NAME,
     GATEWAY_NAMESPACE,
@@ -12,7 +12,7 @@ from modeldeploy.devcluster.gateway import (
     gateway_programmed,
     traefik_config,
 )
-from modeldeploy.devcluster.network import GATEWAY, GATEWAY_PORT
+from modeldeploy_dev.cluster.network import GATEWAY, GATEWAY_PORT
 
 
 def test_traefik_listens_on_the_bridge_and_loopback_only() -> None:

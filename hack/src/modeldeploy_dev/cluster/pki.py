@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from modeldeploy.devcluster.network import GATEWAY as NODE_IP
-from modeldeploy.devcluster.network import NODE_NAME
+from modeldeploy_dev.cluster.network import GATEWAY as NODE_IP
+from modeldeploy_dev.cluster.network import NODE_NAME
 
 _VALIDITY = dt.timedelta(days=365)
 

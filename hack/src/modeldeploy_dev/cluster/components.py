@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modeldeploy.devcluster.network import GATEWAY, SERVICE_CIDR
-from modeldeploy.devcluster.objects import AUDIT_POLICY, KWOK_NODE_ANNOTATION
-from modeldeploy.devcluster.pki import Pki
+from modeldeploy_dev.cluster.network import GATEWAY, SERVICE_CIDR
+from modeldeploy_dev.cluster.objects import AUDIT_POLICY, KWOK_NODE_ANNOTATION
+from modeldeploy_dev.cluster.pki import Pki
 
 
 class ComponentArgs:

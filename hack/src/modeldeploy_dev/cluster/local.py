@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modeldeploy.devcluster.addons import cluster_dns, object_store
-from modeldeploy.devcluster.binaries import ControlPlaneError, binary_dir, project_root
-from modeldeploy.devcluster.components import ComponentArgs
-from modeldeploy.devcluster.gateway import (
+from modeldeploy_dev.cluster.addons import cluster_dns, object_store
+from modeldeploy_dev.cluster.binaries import ControlPlaneError, binary_dir, project_root
+from modeldeploy_dev.cluster.components import ComponentArgs
+from modeldeploy_dev.cluster.gateway import (
     GATEWAY_NAME,
     GATEWAY_NAMESPACE,
     GATEWAY_URL,
@@ -37,20 +37,20 @@ from modeldeploy.devcluster.gateway import (
     traefik_binary,
     traefik_config,
 )
-from modeldeploy.devcluster.images import Images, built_images, load_images
-from modeldeploy.devcluster.network import GATEWAY, NODE_NAME, HostNetwork, node_running
-from modeldeploy.devcluster.node import NodeArgs, remove_node_state
-from modeldeploy.devcluster.objects import (
+from modeldeploy_dev.cluster.images import Images, built_images, load_images
+from modeldeploy_dev.cluster.network import GATEWAY, NODE_NAME, HostNetwork, node_running
+from modeldeploy_dev.cluster.node import NodeArgs, remove_node_state
+from modeldeploy_dev.cluster.objects import (
     KWOK_NAMESPACE_ANNOTATIONS,
     METRICS_API,
     NODE_COUNT,
     WRITE_VERBS,
     fake_node,
 )
-from modeldeploy.devcluster.pki import Pki, write_client_certificate, write_pki
-from modeldeploy.devcluster.processes import alive, free_port, tail, terminate
+from modeldeploy_dev.cluster.pki import Pki, write_client_certificate, write_pki
+from modeldeploy_dev.cluster.processes import alive, free_port, tail, terminate
 
-log = logging.getLogger("modeldeploy.devcluster")
+log = logging.getLogger("modeldeploy_dev.cluster")
 
 # Startup order; shutdown is the reverse.
 COMPONENTS = (

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from modeldeploy.devcluster.binaries import ControlPlaneError
+from modeldeploy_dev.cluster.binaries import ControlPlaneError
 
 # Keys of the build script's index: <KEY>_IMAGE (reference) and <KEY>_ARCHIVE (OCI archive).
 NODE_IMAGES = ("PAUSE", "SERVER", "OPERATOR", "COREDNS", "OBJECTSTORE")

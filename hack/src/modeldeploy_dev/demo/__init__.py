@@ -4,7 +4,7 @@ The local cluster with its real node, the Helm chart whose operator runs as a po
 scikit-learn model exported with ``modeldeploy export`` and uploaded to the cluster's object
 store, a ModelDeployment whose pods fetch it and become Ready, a real prediction through its
 Service, a real Prometheus discovering the pods, and a second model version rolled out as a
-canary until it is promoted. Run it with ``python -m modeldeploy.demo``.
+canary until it is promoted. Run it with ``python -m modeldeploy_dev.demo``.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from modeldeploy.devcluster import fake_node, free_port, project_root
-from modeldeploy.devcluster.binaries import read_versions
-from modeldeploy.devcluster.network import GATEWAY, NODE_NAME
-from modeldeploy.devcluster.objects import KWOK_NAMESPACE_ANNOTATIONS, KWOK_TAINT
-from modeldeploy.devcluster.pki import CLIENTS, write_pki
+from modeldeploy_dev.cluster import fake_node, free_port, project_root
+from modeldeploy_dev.cluster.binaries import read_versions
+from modeldeploy_dev.cluster.network import GATEWAY, NODE_NAME
+from modeldeploy_dev.cluster.objects import KWOK_NAMESPACE_ANNOTATIONS, KWOK_TAINT
+from modeldeploy_dev.cluster.pki import CLIENTS, write_pki
 
 
 def test_versions_are_pinned_releases() -> None:
