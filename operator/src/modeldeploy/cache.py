@@ -235,8 +235,12 @@ class CachingKube(Kube):
         return applied
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete, then forget the child (also when it was already gone). A DELETE that fails
+        leaves it in the store: the retry of the reconcile still knows it exists and deletes it
+        again, instead of taking it for absent until the next resync lists it."""
+        deleted = super().delete(api_version, kind, namespace, name)
         self.store.drop(kind, namespace, name)
-        return super().delete(api_version, kind, namespace, name)
+        return deleted
 
 
 class PodWatch:

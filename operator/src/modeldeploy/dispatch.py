@@ -6,14 +6,18 @@ runs mark the object dirty, and the running reconcile makes one more pass with t
 
 Reads come from the watch-fed stores of :mod:`modeldeploy.cache`. A reconcile may ask to run
 again after a while (:attr:`Outcome.requeue_after`); a failed one is retried with backoff.
-:class:`Requeues` keeps those due times.
+:class:`Requeues` keeps those due times, and due reconciles run side by side on a few threads
+(:meth:`Dispatcher.start_due`), so one that waits on a slow Prometheus delays no other.
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from modeldeploy.api import API_VERSION, KIND
@@ -26,10 +30,12 @@ from modeldeploy.cache import (
     resource_version,
     version_number,
 )
-from modeldeploy.kube import Kube
+from modeldeploy.kube import Kube, is_transient
 from modeldeploy.metrics import count_children, count_requeue, timed_reconcile
 from modeldeploy.reconcilers import EventSink, reconcile
 from modeldeploy.settings import OperatorSettings
+
+log = logging.getLogger("modeldeploy.dispatch")
 
 RETRY_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 """Seconds before retrying a failed reconcile, by the number of failures in a row."""
@@ -121,6 +127,10 @@ class Dispatcher:
         self._failures: dict[str, int] = {}
         self._statuses: dict[str, dict[str, Any]] = {}
         self._names: dict[str, tuple[str, str]] = {}
+        self._due_workers = ThreadPoolExecutor(
+            max(1, config.due_workers), thread_name_prefix="due-reconcile"
+        )
+        self._due_waiting: set[str] = set()
 
     def run(self, body: Mapping[str, Any]) -> None:
         """Reconcile ``body`` now, or leave it to the reconcile already running for it (which
@@ -194,6 +204,39 @@ class Dispatcher:
             self.forget(uid)
             return
         self.run(body)
+
+    def start_due(self, due: Iterable[tuple[str, str, str]]) -> None:
+        """Hand due ModelDeployments (uid, namespace, name) to the due workers and return at
+        once: at most ``config.due_workers`` run at a time, the others wait their turn. One
+        already waiting is not queued twice (its run reads it fresh anyway). A failure is
+        logged; :meth:`run_due` has scheduled its retry."""
+        for uid, namespace, name in due:
+            with self._guard:
+                if uid in self._due_waiting:
+                    continue
+                self._due_waiting.add(uid)
+            # kopf posts Events through context variables: carry them to the worker thread.
+            context = contextvars.copy_context()
+            try:
+                self._due_workers.submit(context.run, self._run_due_logged, uid, namespace, name)
+            except RuntimeError:  # shut down: the operator is stopping
+                return
+
+    def _run_due_logged(self, uid: str, namespace: str, name: str) -> None:
+        with self._guard:
+            self._due_waiting.discard(uid)
+        try:
+            self.run_due(uid, namespace, name)
+        except Exception as error:
+            where = {"namespace": namespace, "modeldeployment": name}
+            if is_transient(error):
+                log.warning("timed reconcile failed, will retry: %s", error, extra=where)
+            else:
+                log.exception("timed reconcile failed, will retry", extra=where)
+
+    def stop(self) -> None:
+        """Drop the due reconciles not yet started; those running finish in the background."""
+        self._due_workers.shutdown(wait=False, cancel_futures=True)
 
     def child_event(self, body: Mapping[str, Any], *, deleted: bool) -> bool:
         """Remember the child as its watch event shows it (or forget it when deleted).

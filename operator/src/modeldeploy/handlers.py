@@ -277,7 +277,8 @@ def _resync_forever(memo: kopf.Memo, stop: threading.Event) -> None:
 
 def _requeue_forever(memo: kopf.Memo, stop: threading.Event) -> None:
     """Reconcile each ModelDeployment whose requested time has come (a rollout's next step, a
-    retry), read fresh from the API, when this replica leads."""
+    retry), read fresh from the API, when this replica leads: on the dispatcher's due workers,
+    side by side, so a rollout whose analysis waits on a slow Prometheus delays no other."""
     config: OperatorSettings = memo["config"]
     kube: Kube = memo["kube"]
     dispatcher: Dispatcher = memo["dispatcher"]
@@ -295,15 +296,7 @@ def _requeue_forever(memo: kopf.Memo, stop: threading.Event) -> None:
         if not leads:
             log.debug("requeue skipped: another replica leads", extra={"count": len(due)})
             continue
-        for uid, namespace, name in due:
-            try:
-                dispatcher.run_due(uid, namespace, name)
-            except Exception as error:  # the dispatcher has scheduled a retry
-                log.warning(
-                    "timed reconcile failed, will retry: %s",
-                    error,
-                    extra={"namespace": namespace, "modeldeployment": name},
-                )
+        dispatcher.start_due(due)
 
 
 def _watch_caches(memo: kopf.Memo, scope: str | None, stop: threading.Event) -> None:
@@ -343,6 +336,7 @@ def start_threads(memo: kopf.Memo, **_: Any) -> None:
 def stop_threads(memo: kopf.Memo, **_: Any) -> None:
     memo["stop"].set()
     memo["dispatcher"].requeues.wake()
+    memo["dispatcher"].stop()
 
 
 def _on_child(

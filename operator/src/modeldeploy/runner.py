@@ -7,6 +7,8 @@ import logging
 import os
 import random
 import socket
+import urllib.parse
+from typing import Any
 
 from modeldeploy.api import parse_quantity
 from modeldeploy.kube import api_client_from_environment
@@ -171,6 +173,53 @@ def policy_of(args: argparse.Namespace) -> Policy:
     )
 
 
+def _addresses(host: str, port: int) -> list[tuple[int, tuple[Any, ...]]]:
+    """(family, socket address) a server listening on ``host:port`` binds, as asyncio does."""
+    try:
+        found = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return []  # not resolvable here: the server's own error names it
+    return [(family, address) for family, _, _, _, address in found]
+
+
+def listen_addresses(args: argparse.Namespace) -> list[tuple[str, str, str, int]]:
+    """(flag, environment variable, host, port) of each port the operator listens on: the
+    liveness endpoint (read the way kopf reads it) and the metrics."""
+    wanted = []
+    liveness = urllib.parse.urlsplit(args.liveness or "")
+    if liveness.scheme == "http":
+        host, port = liveness.hostname or "localhost", liveness.port or 80
+        wanted.append(("--liveness", "MODELDEPLOY_LIVENESS", host, port))
+    host, _, port_text = (args.metrics_address or "").rpartition(":")
+    if port_text.isdigit():
+        metrics = ("--metrics-address", "MODELDEPLOY_METRICS_ADDRESS", host or "0.0.0.0")
+        wanted.append((*metrics, int(port_text)))
+    return wanted
+
+
+def check_ports_free(args: argparse.Namespace) -> None:
+    """Exit with the flag to change when a port the operator would listen on is taken (say, by
+    another operator on the same machine); otherwise kopf fails later with a bare ``OSError``.
+
+    A port taken between this check and the server's start still fails the old way."""
+    for flag, variable, host, port in listen_addresses(args):
+        for family, address in _addresses(host, port):
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                # As the servers do: a port left in TIME_WAIT is free, one listened on is not.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(address)
+                except OSError as error:
+                    off = ", or an empty value to turn it off" if flag == "--liveness" else ""
+                    raise SystemExit(
+                        f"modeldeploy operator: cannot listen on {host}:{port} for {flag}: "
+                        f"{error.strerror or error} (another operator on this machine?): give "
+                        f"{flag} (env {variable}) another port{off}"
+                    ) from None
+
+
 def run_operator(args: argparse.Namespace) -> int:
     """Start kopf with the handlers of :mod:`modeldeploy.handlers`; returns when it stops."""
     import kopf
@@ -182,6 +231,7 @@ def run_operator(args: argparse.Namespace) -> int:
         raise SystemExit(
             "modeldeploy operator: give --namespace NS (repeatable) or --all-namespaces"
         )
+    check_ports_free(args)
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,

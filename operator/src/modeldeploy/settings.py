@@ -62,6 +62,9 @@ class OperatorSettings:
     """This replica's identity in the peering object."""
     priority: int = 0
     """This replica's peering priority: the live replica with the highest one acts."""
+    due_workers: int = 4
+    """Due reconciles (a rollout's next step or analysis, a retry) run side by side on at most
+    this many threads: a slow Prometheus holds one of them, not every rollout."""
     model_size_limit: str = DEFAULT_MODEL_SIZE_LIMIT
     """Download cap (a Kubernetes quantity) of ModelDeployments without spec.model.sizeLimit."""
     policy: Policy = field(default_factory=Policy)

@@ -225,3 +225,28 @@ def test_the_pod_store_says_when_a_pod_turns_unschedulable_or_stops_being_so() -
     fine = pod("p2")
     fine["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
     assert store.update("ADDED", fine) is False
+
+
+def test_a_child_whose_delete_failed_is_still_known_and_deleted_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = ChildStore()
+    kube = CachingKube(FakeKube(), store, PodStore())  # type: ignore[arg-type]
+    store.refresh("Deployment", "ns", [child("5")], version=5)
+    answers: list[Exception | dict[str, Any]] = [ApiException(status=503), {}]
+
+    def call(_self: Any, method: str, path: str, **_: Any) -> Any:
+        assert method == "DELETE"
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(Kube, "_call", call)
+    with pytest.raises(ApiException):
+        kube.delete("apps/v1", "Deployment", "ns", "iris")
+    # Still there: the next reconcile must see it (not "known absent") and delete it again.
+    assert ("Deployment", "ns", "iris") in store
+    assert not store.known_absent("Deployment", "ns", "iris")
+    assert kube.delete("apps/v1", "Deployment", "ns", "iris")
+    assert store.known_absent("Deployment", "ns", "iris")

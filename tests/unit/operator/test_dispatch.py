@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -249,3 +250,103 @@ def test_a_poke_reconciles_a_known_modeldeployment_now(monkeypatch: pytest.Monke
     assert dispatcher.requeues.due_in("u") == 0
     dispatcher.poke("ns", "other")
     assert dispatcher.requeues.pop_due() == [("u", "ns", "iris")]
+
+
+# Due reconciles side by side ----------------------------------------------------------------
+
+
+class SlowPrometheus:
+    """An analysis source that answers for one ModelDeployment only when released; the others
+    at once. Counts the queries in flight, to see how many reconciles ran side by side."""
+
+    def __init__(self, slow: str) -> None:
+        self.slow, self.release = slow, threading.Event()
+        self.guard = threading.Lock()
+        self.running = self.most = 0
+        self.answered: list[str] = []
+
+    def query(self, name: str) -> list[tuple[dict[str, str], float]]:
+        with self.guard:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            if name.startswith(self.slow):
+                assert self.release.wait(10), "never released"
+            else:
+                time.sleep(0.05)  # long enough for the others to overlap
+            return [({}, 0.0)]
+        finally:
+            with self.guard:
+                self.running -= 1
+                self.answered.append(name)
+
+
+def analysing(source: SlowPrometheus) -> Any:
+    """A reconcile whose rollout analysis reads ``source``."""
+
+    def reconcile(body: Any, *_: Any, **__: Any) -> Outcome:
+        source.query(body["metadata"]["name"])
+        return Outcome(status={"phase": "Progressing"})
+
+    return reconcile
+
+
+def serve(names: list[str]) -> list[tuple[str, str, str]]:
+    """The due entries of ``names``, each answered by the API when read fresh."""
+    for name in names:
+        path = f"/apis/serving.modeldeploy.io/v1alpha1/namespaces/ns/modeldeployments/{name}"
+        ANSWERS[path] = md(uid=name, name=name)
+    return [(name, "ns", name) for name in names]
+
+
+def test_a_slow_prometheus_delays_no_other_due_reconcile(
+    monkeypatch: pytest.MonkeyPatch, requests: list[tuple[str, str]]
+) -> None:
+    source = SlowPrometheus(slow="slow")
+    monkeypatch.setattr(dispatch, "reconcile", analysing(source))
+    dispatcher = Dispatcher(
+        FakeKube(),  # type: ignore[arg-type]
+        OperatorSettings(due_workers=2),
+        lambda _body: lambda *_: None,
+    )
+    try:
+        dispatcher.start_due(serve(["slow", "fast-1", "fast-2", "fast-3"]))  # returns at once
+        deadline = time.monotonic() + 5
+        while len(source.answered) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # The slow analysis holds one worker; the other rollouts went on with the other.
+        assert sorted(source.answered) == ["fast-1", "fast-2", "fast-3"]
+        assert source.most == 2  # side by side, never more than the bound
+        assert dispatcher.statuses().keys() == {
+            ("ns", "fast-1"),
+            ("ns", "fast-2"),
+            ("ns", "fast-3"),
+        }
+    finally:
+        source.release.set()
+        dispatcher.stop()
+
+
+def test_a_due_reconcile_waiting_for_a_worker_is_not_queued_twice(
+    monkeypatch: pytest.MonkeyPatch, requests: list[tuple[str, str]]
+) -> None:
+    source = SlowPrometheus(slow="slow")
+    monkeypatch.setattr(dispatch, "reconcile", analysing(source))
+    dispatcher = Dispatcher(
+        FakeKube(),  # type: ignore[arg-type]
+        OperatorSettings(due_workers=1),
+        lambda _body: lambda *_: None,
+    )
+    try:
+        dispatcher.start_due(serve(["slow"]))
+        for _ in range(3):  # due again and again while the only worker is busy
+            dispatcher.start_due(serve(["iris"]))
+        source.release.set()
+        deadline = time.monotonic() + 5
+        while len(source.answered) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert source.answered == ["slow", "iris"]
+    finally:
+        source.release.set()
+        dispatcher.stop()
