@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD_FILE = ROOT / "crds" / "modeldeployment.yaml"
-PEERING_FILE = ROOT / "crds" / "kopf-peering.yaml"
 CRD_NAME = "modeldeployments.serving.modeldeploy.io"
 
 
@@ -62,12 +61,8 @@ def node_namespace(cluster) -> Iterator[str]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def modeldeployment_crd(cluster) -> str:  # type: ignore[no-untyped-def]
-    """The generated CRDs (ours and kopf's peering) applied and Established; returns ours."""
-    for path in (CRD_FILE, PEERING_FILE):
-        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s"
-    )
+    """The generated CRD applied and Established; returns its name."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
     cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
     return CRD_NAME
 

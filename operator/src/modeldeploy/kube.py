@@ -1,4 +1,4 @@
-"""The operator's one port to the Kubernetes API: get, list, watch, apply, delete, status.
+"""The operator's one port to the Kubernetes API: get, list, create, apply, delete, status.
 
 A thin layer over the official client's ``ApiClient`` working on plain dicts, so builders and
 comparisons never see client model classes.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import builtins
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,21 +16,7 @@ from kubernetes import client, config
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from modeldeploy.api import GROUP, PLURAL, VERSION
-
-# (apiVersion, kind) -> plural resource name.
-RESOURCES: dict[tuple[str, str], str] = {
-    ("v1", "Service"): "services",
-    ("v1", "Pod"): "pods",
-    ("v1", "Event"): "events",
-    ("apps/v1", "Deployment"): "deployments",
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
-    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
-    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
-    (f"{GROUP}/{VERSION}", "ModelDeployment"): PLURAL,
-    ("kopf.dev/v1", "KopfPeering"): "kopfpeerings",
-    ("kopf.dev/v1", "ClusterKopfPeering"): "clusterkopfpeerings",
-}
+from modeldeploy.resources import RESOURCES
 
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -141,55 +126,11 @@ class Kube:
         version = (result.get("metadata") or {}).get("resourceVersion")
         return list(result.get("items", [])), str(version or "")
 
-    def watch(
-        self,
-        api_version: str,
-        kind: str,
-        namespace: str | None,
-        *,
-        resource_version: str,
-        label_selector: str | None = None,
-        timeout_seconds: int = 300,
-    ) -> Iterator[dict[str, Any]]:
-        """The events (``type``, ``object``) of a watch from ``resource_version``, bookmarks
-        included, until the server ends it (after ``timeout_seconds`` at most).
-
-        An ``ERROR`` event (e.g. 410: the version is too old) is yielded like any other; an
-        error response raises :class:`ApiException`. The stream holds one of this client's
-        pooled connections while it runs: give a long-lived watch a client of its own."""
-        selector = [("labelSelector", label_selector)] if label_selector else []
-        query = [
-            *selector,
-            ("watch", "true"),
-            ("resourceVersion", resource_version),
-            ("allowWatchBookmarks", "true"),
-            ("timeoutSeconds", str(timeout_seconds)),
-        ]
-        method, url, headers, _, _ = self.client.param_serialize(
-            method="GET",
-            resource_path=resource_path(api_version, kind, namespace),
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
-        # 10 s to connect; the read timeout outlasts the watch, so the server is the one to end it.
-        response = self.client.call_api(
-            method, url, header_params=headers, _request_timeout=(10, timeout_seconds + 30)
-        )
-        if not 200 <= response.status < 300:
-            response.read()
-            raise ApiException(http_resp=response)
-        raw = response.response
-        try:
-            buffer = b""
-            for chunk in raw.stream(amt=None, decode_content=True):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield json.loads(line)
-        finally:
-            raw.release_conn()
+    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """POST a new object (an Event)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
+        return dict(self._call("POST", path, body=obj))
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply under our field manager, taking over conflicting fields."""

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -43,6 +43,16 @@ POD_EVENTS = Counter(
     "Serving-pod watch events applied to the operator's pod store (they start no reconcile).",
     registry=REGISTRY,
 )
+
+LEADING = Gauge(
+    "modeldeploy_operator_leading",
+    "1 while this replica holds the leader-election Lease and acts; 0 while it waits.",
+    registry=REGISTRY,
+)
+
+
+def set_leading(leading: bool) -> None:
+    LEADING.set(1 if leading else 0)
 
 
 @contextmanager

@@ -11,7 +11,8 @@ import urllib.parse
 from typing import Any
 
 from modeldeploy.api import parse_quantity
-from modeldeploy.kube import api_client_from_environment
+from modeldeploy.kube import Kube, api_client_from_environment
+from modeldeploy.leadership import LeaseTiming
 from modeldeploy.settings import (
     DEFAULT_MODEL_SIZE_LIMIT,
     DEFAULT_SERVER_IMAGE,
@@ -45,20 +46,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--standalone",
         action="store_true",
         default=env("MODELDEPLOY_STANDALONE") == "true",
-        help="act without peering (a single replica); otherwise replicas elect one to act",
+        help="act at once, without leader election (never run two standalone replicas)",
     )
-    parser.add_argument(
-        "--peering-name",
-        default=env("MODELDEPLOY_PEERING_NAME", "modeldeploy"),
-        help="peering object shared by the replicas of one installation",
+    election = parser.add_argument_group(
+        "leader election", "replicas elect the one that acts through a coordination.k8s.io Lease"
     )
-    parser.add_argument(
-        "--priority",
-        type=int,
-        default=int(env("MODELDEPLOY_PRIORITY", "0")) or random.randint(1, 1_000_000),
-        help="peering priority: the live replica with the highest one acts (default: random, "
-        "so replicas never tie)",
+    election.add_argument(
+        "--leader-election-name",
+        default=env("MODELDEPLOY_LEADER_ELECTION_NAME", "modeldeploy"),
+        help="name of the Lease shared by the replicas of one installation (default modeldeploy)",
     )
+    election.add_argument(
+        "--leader-election-namespace",
+        default=env("MODELDEPLOY_LEADER_ELECTION_NAMESPACE") or env("POD_NAMESPACE") or None,
+        help="namespace of the Lease (default: the pod's namespace, else the first --namespace)",
+    )
+    for flag, default, what in (
+        ("--lease-duration", LeaseTiming.lease_seconds, "a Lease stays held after its last "
+         "renewal: the longest a new leader waits when the old one died"),
+        ("--renew-deadline", LeaseTiming.renew_seconds, "the leader stops acting when it "
+         "could not renew for this long"),
+        ("--retry-period", LeaseTiming.retry_seconds, "between attempts to acquire or renew"),
+    ):  # fmt: skip
+        variable = "MODELDEPLOY_" + flag[2:].upper().replace("-", "_")
+        election.add_argument(
+            flag,
+            type=int,
+            default=int(env(variable, str(default))),
+            help=f"seconds {what} (default {default}; env {variable})",
+        )
     parser.add_argument(
         "--liveness",
         default=env("MODELDEPLOY_LIVENESS", "http://0.0.0.0:8081/healthz"),
@@ -220,23 +236,87 @@ def check_ports_free(args: argparse.Namespace) -> None:
                     ) from None
 
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def lease_namespace(args: argparse.Namespace) -> str:
+    """Where the replicas' Lease lives: the flag, else the pod's own namespace, else the first
+    watched namespace; a cluster-wide operator outside a pod must say."""
+    if args.leader_election_namespace:
+        return str(args.leader_election_namespace)
+    if os.path.exists(SERVICE_ACCOUNT_NAMESPACE) and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        with open(SERVICE_ACCOUNT_NAMESPACE) as namespace:
+            return namespace.read().strip()
+    if args.namespace:
+        return str(args.namespace[0])
+    raise SystemExit(
+        "modeldeploy operator: give --leader-election-namespace (env "
+        "MODELDEPLOY_LEADER_ELECTION_NAMESPACE) for the Lease of an operator watching all "
+        "namespaces from outside a pod, or --standalone for a single replica"
+    )
+
+
+def lease_timing(args: argparse.Namespace) -> LeaseTiming:
+    """The flags' timing; exits when the election could not work with it."""
+    timing = LeaseTiming(args.lease_duration, args.renew_deadline, args.retry_period)
+    if not timing.lease_seconds > timing.renew_seconds > 1.2 * timing.retry_seconds >= 1.2:
+        raise SystemExit(
+            "modeldeploy operator: leader election needs --lease-duration > --renew-deadline > "
+            "1.2 x --retry-period >= 1.2 seconds; got "
+            f"{timing.lease_seconds}, {timing.renew_seconds}, {timing.retry_seconds}"
+        )
+    return timing
+
+
+def wire(args: argparse.Namespace, config: OperatorSettings) -> dict[str, Any]:
+    """The one place where the operator's parts are put together: the API client, the Event
+    recorder, the controller and (unless standalone) the leader election; kopf's memo."""
+    from modeldeploy.controller import Controller
+    from modeldeploy.events import EventRecorder
+    from modeldeploy.leadership import Leadership
+    from modeldeploy.metrics import serve as serve_metrics
+
+    api_client = api_client_from_environment(args.kubeconfig)
+    kube = Kube(api_client, field_manager=config.field_manager)
+    controller = Controller(kube, config, EventRecorder(kube, config.identity).sink)
+    leadership = None
+    if not args.standalone:
+        leadership = Leadership(
+            api_client,
+            lease_namespace(args),
+            args.leader_election_name,
+            config.identity,
+            lease_timing(args),
+            on_started=controller.started_leading,
+            on_stopped=controller.stopped_leading,
+        )
+        controller.leads = leadership.leads
+    if config.metrics_address:
+        serve_metrics(config.metrics_address, controller.statuses)
+    return {"config": config, "kube": kube, "controller": controller, "leadership": leadership}
+
+
 def run_operator(args: argparse.Namespace) -> int:
     """Start kopf with the handlers of :mod:`modeldeploy.handlers`; returns when it stops."""
     import kopf
 
     from modeldeploy import handlers  # noqa: F401  (registers the handlers)
-    from modeldeploy.kube import Kube
 
     if not args.namespace and not args.all_namespaces:
         raise SystemExit(
             "modeldeploy operator: give --namespace NS (repeatable) or --all-namespaces"
         )
     check_ports_free(args)
+    if not args.standalone:
+        lease_timing(args)
+        lease_namespace(args)
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger("modeldeploy").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # The election package logs each attempt; ours says when leadership comes, goes or waits.
+    logging.getLogger("leaderelection").setLevel(logging.WARNING)
     if not args.verbose:
         # kopf logs every child event's handler at INFO; our "reconciled" lines say what changed.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -250,22 +330,13 @@ def run_operator(args: argparse.Namespace) -> int:
         namespaces=tuple(args.namespace),
         resync_seconds=args.resync_seconds,
         metrics_address=args.metrics_address or None,
-        peering=None if args.standalone else args.peering_name,
         identity=f"modeldeploy@{socket.gethostname()}/{os.getpid()}-{random.randint(0, 99999)}",
-        priority=args.priority,
-    )
-    memo = kopf.Memo(
-        config=config,
-        kube=Kube(api_client_from_environment(args.kubeconfig), field_manager=config.field_manager),
     )
     kopf.run(
-        standalone=args.standalone,
-        peering_name=None if args.standalone else args.peering_name,
-        priority=args.priority,
-        identity=config.identity,  # type: ignore[arg-type]
+        standalone=True,  # kopf's peering is off: the Lease elects the replica that acts
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness or None,
-        memo=memo,
+        memo=kopf.Memo(wire(args, config)),
     )
     return 0

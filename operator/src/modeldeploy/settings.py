@@ -56,12 +56,8 @@ class OperatorSettings:
     """Interval of the periodic pass over every ModelDeployment (a safety net for lost events)."""
     metrics_address: str | None = None
     """host:port of the operator's Prometheus metrics (``/metrics``); None to disable."""
-    peering: str | None = None
-    """Name of the kopf peering object shared by the replicas; None when standalone."""
     identity: str = ""
-    """This replica's identity in the peering object."""
-    priority: int = 0
-    """This replica's peering priority: the live replica with the highest one acts."""
+    """This replica's identity: the Lease holder's name and the Events' reporting instance."""
     due_workers: int = 4
     """Due reconciles (a rollout's next step or analysis, a retry) run side by side on at most
     this many threads: a slow Prometheus holds one of them, not every rollout."""

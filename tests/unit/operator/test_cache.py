@@ -1,5 +1,5 @@
-"""The caches fed by watches: the child and pod stores, and the reads they answer (data only;
-no cluster: the API port is replaced where it is called)."""
+"""The cache fed by watches: the store of children and serving pods, and the reads it answers
+(data only; no cluster: the API port is replaced where it is called)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from kubernetes.client.exceptions import ApiException
 
 from modeldeploy.cache import (
     CachingKube,
-    ChildStore,
-    PodStore,
+    Store,
     equality_selector,
     resource_version,
     version_number,
@@ -86,7 +85,7 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 
 
 def test_store_keeps_the_newest_version_and_forgets_deleted() -> None:
-    store = ChildStore()
+    store = Store()
     assert store.put(child("10", replicas=2))
     assert not store.put(child("9", replicas=1))  # an older event arriving late
     assert store.get("Deployment", "ns", "iris")["spec"]["replicas"] == 2  # type: ignore[index]
@@ -103,8 +102,8 @@ def test_store_keeps_the_newest_version_and_forgets_deleted() -> None:
 def test_children_of_a_listed_kind_that_the_store_lacks_are_absent_without_a_read(
     requests: list[tuple[str, str]],
 ) -> None:
-    store, pods = ChildStore(), PodStore()
-    kube = CachingKube(FakeKube(), store, pods)  # type: ignore[arg-type]
+    store = Store()
+    kube = CachingKube(FakeKube(), store)  # type: ignore[arg-type]
     assert kube.get("apps/v1", "Deployment", "ns", "iris") is None
     assert len(requests) == 1  # not listed yet: a real read
     store.refresh("Deployment", "ns", [child("5", name="wine")], version=5)
@@ -119,7 +118,7 @@ def test_children_of_a_listed_kind_that_the_store_lacks_are_absent_without_a_rea
 
 
 def test_a_new_list_forgets_children_deleted_unseen_but_not_newer_ones() -> None:
-    store = ChildStore()
+    store = Store()
     store.put(child("5", name="missed"))  # its deletion event was lost in a reconnect
     store.put(child("5", name="kept", replicas=1))
     store.put(child("30", name="applied"))  # our own apply, after the list was taken
@@ -176,62 +175,50 @@ def test_a_pod_keeps_only_what_status_needs() -> None:
     assert "spec" not in trimmed
 
 
-def test_pod_store_answers_equality_selectors_once_synced() -> None:
-    store = PodStore()
+def stored(*pods: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{**trim_pod(p), "kind": "Pod"} for p in pods]
+
+
+def names(pods: list[dict[str, Any]] | None) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in pods or [])
+
+
+def test_the_store_answers_pod_selectors_once_pods_were_listed() -> None:
+    store = Store()
     selector = "serving.modeldeploy.io/deployment=iris,serving.modeldeploy.io/track=stable"
-    assert store.select("ns", selector) is None  # not listed yet: the caller must list
-    store.replace("ns", [pod("p1"), pod("p2", track="canary"), pod("w1", owner="wine")])
-    assert [p["metadata"]["name"] for p in store.select("ns", selector) or []] == ["p1"]
-    assert store.select("ns", "serving.modeldeploy.io/deployment!=iris") is None
-    assert store.select("other", selector) is None  # a namespace no watch covers
-    store.update("ADDED", pod("p3"))
-    store.update("DELETED", pod("p1"))
-    assert [p["metadata"]["name"] for p in store.select("ns", selector) or []] == ["p3"]
-    store.unsync("ns")  # the watch broke
-    assert store.select("ns", selector) is None
-    store.replace(None, [pod("p9")])  # a watch of every namespace
-    assert [p["metadata"]["name"] for p in store.select("other", selector) or []] == []
-    assert [p["metadata"]["name"] for p in store.select("ns", selector) or []] == ["p9"]
-    assert len(store) == 1
+    assert store.select("Pod", "ns", selector) is None  # not listed yet: the caller must list
+    pods = stored(pod("p1"), pod("p2", track="canary"), pod("w1", owner="wine"))
+    store.refresh("Pod", "ns", pods, version=1)
+    assert names(store.select("Pod", "ns", selector)) == ["p1"]
+    assert store.select("Pod", "ns", "serving.modeldeploy.io/deployment!=iris") is None
+    assert store.select("Pod", "other", selector) is None  # a namespace never listed
+    store.put(stored(pod("p3", rv="2"))[0])
+    store.drop("Pod", "ns", "p1", version=3)
+    assert names(store.select("Pod", "ns", selector)) == ["p3"]
+    store.refresh("Pod", None, stored(pod("p9", rv="4")), version=4)  # every namespace
+    assert names(store.select("Pod", "other", selector)) == []
+    assert names(store.select("Pod", "ns", selector)) == ["p9"]
 
 
 def test_pod_lists_come_from_the_store_when_it_can_answer(
     requests: list[tuple[str, str]],
 ) -> None:
-    pods = PodStore()
-    kube = CachingKube(FakeKube(), ChildStore(), pods)  # type: ignore[arg-type]
+    store = Store()
+    kube = CachingKube(FakeKube(), store)  # type: ignore[arg-type]
     ANSWERS["/api/v1/namespaces/ns/pods"] = {"items": [pod("p1")]}
     selector = "serving.modeldeploy.io/deployment=iris,serving.modeldeploy.io/track=stable"
-    assert len(kube.list("v1", "Pod", "ns", selector)) == 1  # before the watch synced
-    pods.replace("ns", [])
+    assert len(kube.list("v1", "Pod", "ns", selector)) == 1  # before any list of pods
+    store.refresh("Pod", "ns", [], version=1)
     assert kube.list("v1", "Pod", "ns", selector) == []  # from the store
     assert len(kube.list("v1", "Pod", "ns", "app!=x")) == 1  # a selector it cannot answer
     assert len(requests) == 2
 
 
-def test_the_pod_store_says_when_a_pod_turns_unschedulable_or_stops_being_so() -> None:
-    store = PodStore()
-    pending = pod("p1")
-    pending["status"]["conditions"] = []
-    assert store.update("ADDED", pending) is False
-    # The scheduler finds no room: what the status must report, unannounced by the Deployment.
-    assert store.update("MODIFIED", pod("p1", rv="2")) is True
-    assert store.update("MODIFIED", pod("p1", rv="3")) is False  # nothing new about it
-    scheduled = pod("p1", rv="4")
-    scheduled["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
-    assert store.update("MODIFIED", scheduled) is True
-    assert store.update("DELETED", scheduled) is False
-    # An ordinary pod being scheduled is announced by its Deployment: nothing to say.
-    fine = pod("p2")
-    fine["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
-    assert store.update("ADDED", fine) is False
-
-
 def test_a_child_whose_delete_failed_is_still_known_and_deleted_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store = ChildStore()
-    kube = CachingKube(FakeKube(), store, PodStore())  # type: ignore[arg-type]
+    store = Store()
+    kube = CachingKube(FakeKube(), store)  # type: ignore[arg-type]
     store.refresh("Deployment", "ns", [child("5")], version=5)
     answers: list[Exception | dict[str, Any]] = [ApiException(status=503), {}]
 

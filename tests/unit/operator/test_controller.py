@@ -1,4 +1,4 @@
-"""The dispatcher's coalescing, requeue times and retries, and its listing of the children
+"""The ctl's coalescing, requeue times and retries, and its listing of the children
 (threads and data only; no cluster: the API port is replaced where it is called)."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from modeldeploy import dispatch
-from modeldeploy.dispatch import RETRY_BACKOFF, Dispatcher, Requeues
+from modeldeploy import controller
+from modeldeploy.controller import RETRY_BACKOFF, Controller, Requeues
 from modeldeploy.kube import Kube
 from modeldeploy.reconcilers import Outcome
 from modeldeploy.settings import OperatorSettings
-from tests.unit.operator.test_cache import ANSWERS, FakeKube, answer_requests
+from tests.unit.operator.test_cache import ANSWERS, FakeKube, answer_requests, pod
 
 
 def md(rv: str = "1", uid: str = "u", name: str = "iris") -> dict[str, Any]:
@@ -35,8 +35,8 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return answer_requests(monkeypatch)
 
 
-def make_dispatcher(clock: Clock | None = None) -> Dispatcher:
-    return Dispatcher(
+def make_controller(clock: Clock | None = None) -> Controller:
+    return Controller(
         FakeKube(),  # type: ignore[arg-type]
         OperatorSettings(),
         lambda _body: lambda *_: None,
@@ -47,7 +47,7 @@ def make_dispatcher(clock: Clock | None = None) -> Dispatcher:
 # Listing the children -----------------------------------------------------------------------
 
 
-def test_list_children_fills_the_store_and_marks_kinds_listed(
+def test_list_cached_fills_the_store_and_marks_kinds_listed(
     requests: list[tuple[str, str]],
 ) -> None:
     listed = {"metadata": {"name": "iris", "namespace": "ns", "resourceVersion": "7"}}
@@ -56,17 +56,19 @@ def test_list_children_fills_the_store_and_marks_kinds_listed(
     ANSWERS["/api/v1/namespaces/ns/services"] = {"metadata": at, "items": []}
     ANSWERS["/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers"] = {"metadata": at}
     ANSWERS["/apis/policy/v1/namespaces/ns/poddisruptionbudgets"] = {"metadata": at}
-    dispatcher = make_dispatcher()
-    dispatcher.list_children("ns")
+    ANSWERS["/api/v1/namespaces/ns/pods"] = {"metadata": at, "items": [pod("p1")]}
+    ctl = make_controller()
+    ctl.list_cached("ns")
+    assert ctl.store.select("Pod", "ns", "app.kubernetes.io/managed-by=modeldeploy")
     assert all("labelSelector=app.kubernetes.io/managed-by=modeldeploy" in p for _, p in requests)
-    assert dispatcher.store.get("Deployment", "ns", "iris")["kind"] == "Deployment"  # type: ignore[index]
-    assert dispatcher.store.known_absent("Service", "ns", "iris")
+    assert ctl.store.get("Deployment", "ns", "iris")["kind"] == "Deployment"  # type: ignore[index]
+    assert ctl.store.known_absent("Service", "ns", "iris")
     # The watch event of the listed version tells nothing new: no reconcile for it.
-    assert not dispatcher.child_event({**listed, "kind": "Deployment"}, deleted=False)
+    assert not ctl.child_event({**listed, "kind": "Deployment"}, deleted=False)
     event = {"kind": "Deployment", "metadata": {**listed["metadata"], "resourceVersion": "8"}}
-    assert dispatcher.child_event(event, deleted=False)
-    assert dispatcher.child_event(event, deleted=True)
-    assert dispatcher.store.known_absent("Deployment", "ns", "iris")
+    assert ctl.child_event(event, deleted=False)
+    assert ctl.child_event(event, deleted=True)
+    assert ctl.store.known_absent("Deployment", "ns", "iris")
 
 
 # Requeue times ------------------------------------------------------------------------------
@@ -108,22 +110,22 @@ def test_a_new_earlier_time_wakes_the_waiter() -> None:
     assert not waiter.is_alive() and got[-1] == []
 
 
-def test_the_dispatcher_honours_requeue_after(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_controller_honours_requeue_after(monkeypatch: pytest.MonkeyPatch) -> None:
     answers: list[float | None] = [30.0, 10.0, None]
     monkeypatch.setattr(
-        dispatch, "reconcile", lambda *_a, **_k: Outcome(requeue_after=answers.pop(0))
+        controller, "reconcile", lambda *_a, **_k: Outcome(requeue_after=answers.pop(0))
     )
-    dispatcher = make_dispatcher()
-    dispatcher.run(md())
-    assert dispatcher.requeues.due_in("u") == 30
-    dispatcher.run(md())
-    assert dispatcher.requeues.due_in("u") == 10  # the latest outcome decides
-    dispatcher.run(md())
-    assert dispatcher.requeues.due_in("u") is None
+    ctl = make_controller()
+    ctl.reconcile(md())
+    assert ctl.requeues.due_in("u") == 30
+    ctl.reconcile(md())
+    assert ctl.requeues.due_in("u") == 10  # the latest outcome decides
+    ctl.reconcile(md())
+    assert ctl.requeues.due_in("u") is None
     answers.append(5.0)
-    dispatcher.run(md())
-    dispatcher.forget("u")
-    assert dispatcher.requeues.due_in("u") is None
+    ctl.reconcile(md())
+    ctl.forget("u")
+    assert ctl.requeues.due_in("u") is None
 
 
 def test_a_failing_reconcile_is_retried_with_backoff_and_does_not_wedge(
@@ -136,17 +138,17 @@ def test_a_failing_reconcile_is_retried_with_backoff_and_does_not_wedge(
             raise failures.pop(0)
         return Outcome(status={"phase": "Ready"})
 
-    monkeypatch.setattr(dispatch, "reconcile", flaky)
-    dispatcher = make_dispatcher()
+    monkeypatch.setattr(controller, "reconcile", flaky)
+    ctl = make_controller()
     with pytest.raises(RuntimeError):
-        dispatcher.run(md())
-    assert dispatcher.requeues.due_in("u") == RETRY_BACKOFF[0]
+        ctl.reconcile(md())
+    assert ctl.requeues.due_in("u") == RETRY_BACKOFF[0]
     with pytest.raises(ConnectionError):
-        dispatcher.run(md())  # not left "running": the next run runs
-    assert dispatcher.requeues.due_in("u") == RETRY_BACKOFF[1]
-    dispatcher.run(md())
-    assert dispatcher.requeues.due_in("u") is None  # success clears the retry
-    assert dispatcher.statuses() == {("ns", "iris"): {"phase": "Ready"}}
+        ctl.reconcile(md())  # not left "running": the next run runs
+    assert ctl.requeues.due_in("u") == RETRY_BACKOFF[1]
+    ctl.reconcile(md())
+    assert ctl.requeues.due_in("u") is None  # success clears the retry
+    assert ctl.statuses() == {("ns", "iris"): {"phase": "Ready"}}
 
 
 def test_a_due_object_is_read_fresh_and_a_missing_one_forgotten(
@@ -158,23 +160,23 @@ def test_a_due_object_is_read_fresh_and_a_missing_one_forgotten(
         ran.append(body["metadata"]["resourceVersion"])
         return Outcome(status={"phase": "Progressing"}, requeue_after=60)
 
-    monkeypatch.setattr(dispatch, "reconcile", record)
+    monkeypatch.setattr(controller, "reconcile", record)
     clock = Clock()
-    dispatcher = make_dispatcher(clock)
-    dispatcher.run(md("1"))
+    ctl = make_controller(clock)
+    ctl.reconcile(md("1"))
     path = "/apis/serving.modeldeploy.io/v1alpha1/namespaces/ns/modeldeployments/iris"
     ANSWERS[path] = md("9")
     clock.now += 60
-    (due,) = dispatcher.requeues.pop_due()
-    dispatcher.run_due(*due)
+    (due,) = ctl.requeues.pop_due()
+    ctl.reconcile_due(*due)
     assert ran == ["1", "9"]  # the fresh body
     assert requests[-1][0] == "GET" and requests[-1][1].startswith(path)
     ANSWERS[path] = md("10", uid="another")  # deleted and created again: not the same object
-    dispatcher.run_due(*due)
+    ctl.reconcile_due(*due)
     assert ran == ["1", "9"]
-    assert dispatcher.statuses() == {} and dispatcher.requeues.due_in("u") is None
+    assert ctl.statuses() == {} and ctl.requeues.due_in("u") is None
     del ANSWERS[path]
-    dispatcher.run_due(*due)  # gone: forgotten, nothing run
+    ctl.reconcile_due(*due)  # gone: forgotten, nothing run
     assert ran == ["1", "9"]
 
     def unavailable(*_: Any, **__: Any) -> Any:
@@ -182,8 +184,8 @@ def test_a_due_object_is_read_fresh_and_a_missing_one_forgotten(
 
     monkeypatch.setattr(Kube, "_call", unavailable)
     with pytest.raises(ApiException):
-        dispatcher.run_due(*due)
-    assert dispatcher.requeues.due_in("u") == RETRY_BACKOFF[0]  # tried again later
+        ctl.reconcile_due(*due)
+    assert ctl.requeues.due_in("u") == RETRY_BACKOFF[0]  # tried again later
 
 
 # Coalescing ---------------------------------------------------------------------------------
@@ -200,17 +202,17 @@ def test_events_during_a_reconcile_coalesce_into_one_rerun(monkeypatch: pytest.M
             release.wait(5)
         return Outcome(status={"phase": "Ready"})
 
-    monkeypatch.setattr(dispatch, "reconcile", slow_reconcile)
-    dispatcher = make_dispatcher()
-    first = threading.Thread(target=dispatcher.run, args=(md("1"),))
+    monkeypatch.setattr(controller, "reconcile", slow_reconcile)
+    ctl = make_controller()
+    first = threading.Thread(target=ctl.reconcile, args=(md("1"),))
     first.start()
     assert started.wait(5)
     for rv in ("3", "4", "2"):  # a burst of events (one late) while the first pass runs
-        dispatcher.run(md(rv))
+        ctl.reconcile(md(rv))
     release.set()
     first.join(5)
     assert calls == ["1", "4"]  # one pass, then exactly one re-run with the newest body
-    dispatcher.run(md("5"))
+    ctl.reconcile(md("5"))
     assert calls == ["1", "4", "5"]  # idle again: runs at once
 
 
@@ -226,30 +228,32 @@ def test_an_object_deleted_during_its_reconcile_is_not_remembered(
         release.wait(5)
         return Outcome(status={"phase": "Ready"}, requeue_after=5)
 
-    monkeypatch.setattr(dispatch, "reconcile", slow_reconcile)
-    dispatcher = make_dispatcher()
-    first = threading.Thread(target=dispatcher.run, args=(md("1"),))
+    monkeypatch.setattr(controller, "reconcile", slow_reconcile)
+    ctl = make_controller()
+    first = threading.Thread(target=ctl.reconcile, args=(md("1"),))
     first.start()
     assert started.wait(5)
-    dispatcher.run(md("2"))  # would re-run ...
-    dispatcher.forget("u")  # ... but the object is deleted meanwhile
+    ctl.reconcile(md("2"))  # would re-run ...
+    ctl.forget("u")  # ... but the object is deleted meanwhile
     release.set()
     first.join(5)
     assert calls == ["1"]
-    assert dispatcher.statuses() == {} and dispatcher.requeues.due_in("u") is None
+    assert ctl.statuses() == {} and ctl.requeues.due_in("u") is None
 
 
-def test_a_poke_reconciles_a_known_modeldeployment_now(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dispatch, "reconcile", lambda *_a, **_k: Outcome(requeue_after=60))
-    dispatcher = make_dispatcher()
-    dispatcher.poke("ns", "iris")  # never reconciled: nothing known, nothing scheduled
-    assert dispatcher.requeues.due_in("u") is None
-    dispatcher.run(md())
-    assert dispatcher.requeues.due_in("u") == 60
-    dispatcher.poke("ns", "iris")
-    assert dispatcher.requeues.due_in("u") == 0
-    dispatcher.poke("ns", "other")
-    assert dispatcher.requeues.pop_due() == [("u", "ns", "iris")]
+def test_reconcile_soon_reconciles_a_known_modeldeployment_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(controller, "reconcile", lambda *_a, **_k: Outcome(requeue_after=60))
+    ctl = make_controller()
+    ctl.reconcile_soon("ns", "iris")  # never reconciled: nothing known, nothing scheduled
+    assert ctl.requeues.due_in("u") is None
+    ctl.reconcile(md())
+    assert ctl.requeues.due_in("u") == 60
+    ctl.reconcile_soon("ns", "iris")
+    assert ctl.requeues.due_in("u") == 0
+    ctl.reconcile_soon("ns", "other")
+    assert ctl.requeues.pop_due() == [("u", "ns", "iris")]
 
 
 # Due reconciles side by side ----------------------------------------------------------------
@@ -303,44 +307,44 @@ def test_a_slow_prometheus_delays_no_other_due_reconcile(
     monkeypatch: pytest.MonkeyPatch, requests: list[tuple[str, str]]
 ) -> None:
     source = SlowPrometheus(slow="slow")
-    monkeypatch.setattr(dispatch, "reconcile", analysing(source))
-    dispatcher = Dispatcher(
+    monkeypatch.setattr(controller, "reconcile", analysing(source))
+    ctl = Controller(
         FakeKube(),  # type: ignore[arg-type]
         OperatorSettings(due_workers=2),
         lambda _body: lambda *_: None,
     )
     try:
-        dispatcher.start_due(serve(["slow", "fast-1", "fast-2", "fast-3"]))  # returns at once
+        ctl.start_due(serve(["slow", "fast-1", "fast-2", "fast-3"]))  # returns at once
         deadline = time.monotonic() + 5
         while len(source.answered) < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
         # The slow analysis holds one worker; the other rollouts went on with the other.
         assert sorted(source.answered) == ["fast-1", "fast-2", "fast-3"]
         assert source.most == 2  # side by side, never more than the bound
-        assert dispatcher.statuses().keys() == {
+        assert ctl.statuses().keys() == {
             ("ns", "fast-1"),
             ("ns", "fast-2"),
             ("ns", "fast-3"),
         }
     finally:
         source.release.set()
-        dispatcher.stop()
+        ctl.stop()
 
 
 def test_a_due_reconcile_waiting_for_a_worker_is_not_queued_twice(
     monkeypatch: pytest.MonkeyPatch, requests: list[tuple[str, str]]
 ) -> None:
     source = SlowPrometheus(slow="slow")
-    monkeypatch.setattr(dispatch, "reconcile", analysing(source))
-    dispatcher = Dispatcher(
+    monkeypatch.setattr(controller, "reconcile", analysing(source))
+    ctl = Controller(
         FakeKube(),  # type: ignore[arg-type]
         OperatorSettings(due_workers=1),
         lambda _body: lambda *_: None,
     )
     try:
-        dispatcher.start_due(serve(["slow"]))
+        ctl.start_due(serve(["slow"]))
         for _ in range(3):  # due again and again while the only worker is busy
-            dispatcher.start_due(serve(["iris"]))
+            ctl.start_due(serve(["iris"]))
         source.release.set()
         deadline = time.monotonic() + 5
         while len(source.answered) < 2 and time.monotonic() < deadline:
@@ -349,4 +353,95 @@ def test_a_due_reconcile_waiting_for_a_worker_is_not_queued_twice(
         assert source.answered == ["slow", "iris"]
     finally:
         source.release.set()
-        dispatcher.stop()
+        ctl.stop()
+
+
+def test_a_pod_event_reconciles_its_owner_soon_only_when_its_trouble_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        controller, "reconcile", lambda *a, **k: Outcome(status={"phase": "Pending"})
+    )
+    ctl = make_controller()
+    ctl.reconcile(md())  # a known ModelDeployment named iris
+    assert ctl.requeues.due_in("u") is None
+    pending = pod("p1")
+    pending["status"]["conditions"] = []
+    ctl.pod_event(pending, deleted=False)
+    assert ctl.requeues.due_in("u") is None
+    # The scheduler finds no room: what the status must report, unannounced by the Deployment.
+    ctl.pod_event(pod("p1", rv="2"), deleted=False)
+    assert ctl.requeues.due_in("u") == 0
+    ctl.requeues.drop("u")
+    ctl.pod_event(pod("p1", rv="3"), deleted=False)  # nothing new about it
+    assert ctl.requeues.due_in("u") is None
+    scheduled = pod("p1", rv="4")
+    scheduled["status"]["conditions"] = [{"type": "PodScheduled", "status": "True"}]
+    ctl.pod_event(scheduled, deleted=False)  # recovered
+    assert ctl.requeues.due_in("u") == 0
+    ctl.pod_event(pod("p1", rv="5"), deleted=True)
+    assert ctl.store.get("Pod", "ns", "p1") is None
+
+
+def test_a_modeldeployment_event_that_only_moves_its_status_reconciles_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    passes: list[str] = []
+
+    def reconcile(body: Any, *_: Any, **__: Any) -> Outcome:
+        passes.append(body["metadata"]["resourceVersion"])
+        return Outcome(status={"phase": "Ready"})
+
+    monkeypatch.setattr(controller, "reconcile", reconcile)
+    ctl = make_controller()
+    first = {**md("1"), "spec": {}}
+    first["metadata"]["generation"] = 1
+    ctl.modeldeployment_event(first, deleted=False)
+    status_only = {"metadata": {**first["metadata"], "resourceVersion": "2"}, "status": {}}
+    ctl.modeldeployment_event(status_only, deleted=False)  # our own status write
+    assert passes == ["1"]
+    edited = {"metadata": {**first["metadata"], "resourceVersion": "3", "generation": 2}}
+    ctl.modeldeployment_event(edited, deleted=False)
+    promoted = {"metadata": {**edited["metadata"], "resourceVersion": "4"}}
+    promoted["metadata"]["annotations"] = {"serving.modeldeploy.io/promote": "true"}
+    ctl.modeldeployment_event(promoted, deleted=False)
+    assert passes == ["1", "3", "4"]
+
+
+def test_a_replica_that_does_not_lead_reconciles_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    passes: list[str] = []
+    monkeypatch.setattr(
+        controller, "reconcile", lambda b, *a, **k: passes.append("x") or Outcome(status={})
+    )
+    ctl = make_controller()
+    leading = False
+    ctl.leads = lambda: leading
+    ctl.modeldeployment_event(md(), deleted=False)
+    ctl.reconcile(md())
+    ctl.reconcile_due("u", "ns", "iris")
+    assert passes == []
+    leading = True
+    ctl.reconcile(md())
+    assert passes == ["x"]
+
+
+def test_a_new_leader_forgets_the_statuses_it_wrote_when_it_last_led(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica that led, lost the Lease while another moved the rollout on, then leads again
+    must read the status from the API, not resume from the one it wrote itself."""
+    given: list[Any] = []
+
+    def reconcile(body: Any, *_: Any, known_status: Any = None, **__: Any) -> Outcome:
+        given.append(known_status)
+        return Outcome(status={"canary": {"step": 1}})
+
+    monkeypatch.setattr(controller, "reconcile", reconcile)
+    ctl = make_controller()
+    ctl.reconcile(md("1"))
+    ctl.reconcile(md("2"))
+    assert given == [None, {"canary": {"step": 1}}]  # while it leads, its own write is newest
+    ctl.stopped_leading()
+    ctl.started_leading()
+    ctl.reconcile(md("9"))
+    assert given[-1] is None  # the body read from the API is the truth
