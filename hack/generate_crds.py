@@ -14,15 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modeldeploy.api.crd import render_crd_yaml
-from modeldeploy.api.peering import render_peering_yaml
 from modeldeploy.api.reference import render_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS: dict[Path, Callable[[], str]] = {
     ROOT / "crds" / "modeldeployment.yaml": render_crd_yaml,
     ROOT / "charts" / "modeldeploy" / "crds" / "modeldeployment.yaml": render_crd_yaml,
-    ROOT / "crds" / "kopf-peering.yaml": render_peering_yaml,
-    ROOT / "charts" / "modeldeploy" / "crds" / "kopf-peering.yaml": render_peering_yaml,
     ROOT / "docs" / "api.md": render_reference,
 }
 

@@ -56,11 +56,6 @@ app.kubernetes.io/part-of: modeldeploy
 {{- default (printf "ghcr.io/modeldeploy/modeldeploy-server:%s" .Chart.AppVersion) .Values.operator.serverImage }}
 {{- end }}
 
-{{/* Peering (leader election between replicas) is on exactly when there is more than one. */}}
-{{- define "modeldeploy.peering" -}}
-{{- if gt (int .Values.replicas) 1 }}true{{ end }}
-{{- end }}
-
 {{/* The rules of the operator's role, one place for the ClusterRole and the Roles.
 Each rule is what the operator's code does; see docs/operations.md ("RBAC"). */}}
 {{- define "modeldeploy.rules" -}}
@@ -108,20 +103,22 @@ Each rule is what the operator's code does; see docs/operations.md ("RBAC"). */}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# An Event for every condition transition (kopf posts core/v1 Events).
+# An Event for every condition transition (the operator posts core/v1 Events).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
 {{- end }}
 
-{{/* Peering rules: list/watch cannot be narrowed by name; get/patch are, to our object. */}}
-{{- define "modeldeploy.peeringRules" -}}
-{{- $resource := ternary "kopfpeerings" "clusterkopfpeerings" (gt (len .Values.watchNamespaces) 0) }}
-- apiGroups: ["kopf.dev"]
-  resources: [{{ $resource | quote }}]
-  verbs: ["list", "watch"]
-- apiGroups: ["kopf.dev"]
-  resources: [{{ $resource | quote }}]
+{{/* The leader election's rules, in the release namespace where the Lease lives. The client
+reads the Lease (get), creates it when absent (create: cannot be narrowed by name, the object
+does not exist yet), renews or takes it over (update, a read-modify-replace) and, on a clean
+stop, hands it back (patch). */}}
+{{- define "modeldeploy.leaseRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["create"]
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
   resourceNames: [{{ include "modeldeploy.fullname" . | quote }}]
-  verbs: ["get", "patch"]
+  verbs: ["get", "update", "patch"]
 {{- end }}

@@ -129,12 +129,18 @@ def apply_md(cluster: Any, namespace: str, name: str, spec: dict[str, Any]) -> N
 
 
 def resumed_operator_writes(
-    cluster: Any, run_operator: Any, kubeconfig: Path, namespace: str, user: str
+    cluster: Any,
+    run_operator: Any,
+    kubeconfig: Path,
+    namespace: str,
+    user: str,
+    election: tuple[str, ...] = ("--standalone",),
 ) -> tuple[OperatorProcess, list[dict[str, Any]]]:
     """Run the operator again (as after its pod was replaced) until it has handled the
-    ModelDeployments of ``namespace``, stop it, and return it with the writes ``user`` made."""
+    ModelDeployments of ``namespace``, stop it, and return it with the writes ``user`` made.
+    ``election``: its leader-election flags (the release's Lease, or --standalone)."""
     writes_before = len(cluster.audit_writes(user))
-    resumed = run_operator(kubeconfig, f"--namespace={namespace}", "--standalone")
+    resumed = run_operator(kubeconfig, f"--namespace={namespace}", *election)
     wait_for(
         lambda: any(
             "on_modeldeployment" in str(line.get("message")) and "succeeded" in str(line)

@@ -2,8 +2,8 @@
 leaving an existing ModelDeployment and its pods untouched.
 
 The upgrade here goes from this chart to this chart with changed values (one replica to two,
-which switches the operator to peering); test_upgrade.py upgrades from the previous chart
-version.
+both electing the one that acts through the release's Lease); test_upgrade.py upgrades from the
+previous chart version.
 """
 
 from __future__ import annotations
@@ -35,11 +35,7 @@ pytestmark = pytest.mark.integration
 
 # Unique per run (ClusterRoles are cluster-wide); objects are named after the release.
 RELEASE = f"modeldeploy-install-{uuid.uuid4().hex[:6]}"
-CRDS = (
-    "modeldeployments.serving.modeldeploy.io",
-    "kopfpeerings.kopf.dev",
-    "clusterkopfpeerings.kopf.dev",
-)
+CRDS = ("modeldeployments.serving.modeldeploy.io",)
 
 
 @dataclass
@@ -115,6 +111,45 @@ def test_cluster_wide_grants(
     assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stderr
 
 
+@pytest.mark.parametrize(
+    ("verb", "lease", "where", "allowed"),
+    [
+        ("create", "", "release", True),  # the first replica creates the Lease
+        ("get", RELEASE, "release", True),
+        ("update", RELEASE, "release", True),  # renewals and takeovers (GET, then PUT)
+        ("patch", RELEASE, "release", True),  # released on a clean stop
+        ("update", "another-lease", "release", False),
+        ("get", "another-lease", "release", False),
+        ("delete", RELEASE, "release", False),
+        ("list", "", "release", False),
+        ("watch", "", "release", False),
+        ("update", RELEASE, "app", False),  # only in the release namespace
+        ("create", "", "app", False),
+    ],
+)
+def test_lease_grants(
+    cluster: Any, release: Release, verb: str, lease: str, where: str, allowed: bool
+) -> None:
+    user = service_account_user(release.namespace, RELEASE)
+    namespace = release.namespace if where == "release" else release.app
+    resource = "leases.coordination.k8s.io" + (f"/{lease}" if lease else "")
+    answer = cluster.kubectl(
+        "auth", "can-i", verb, resource, "-n", namespace, f"--as={user}", check=False
+    )
+    assert answer.stdout.strip() == ("yes" if allowed else "no"), answer.stderr
+
+
+def test_the_operator_runs_leader_election(cluster: Any, release: Release) -> None:
+    deployment = get(cluster, "deployment", release.namespace, RELEASE)
+    assert deployment is not None
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--leader-election-name={RELEASE}" in args
+    assert f"--leader-election-namespace={release.namespace}" in args
+    assert "--standalone" not in args
+    assert not any(a.startswith(("--peering-name", "--priority")) for a in args)
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+
+
 @pytest.fixture
 def namespaces_readable(cluster: Any, release: Release) -> Iterator[None]:
     """Test scaffolding, not the chart: the test runs the operator with --namespace (so that
@@ -135,9 +170,14 @@ def test_upgrade_keeps_existing_modeldeployments_serving(
     app = release.app
     user = service_account_user(release.namespace, RELEASE)
     kubeconfig = token_kubeconfig(cluster, release.namespace, RELEASE, tmp_path / "kubeconfig")
-    # The operator with the release's identity (its ClusterRole), limited to the test's
-    # namespace so that it leaves other tests' ModelDeployments alone.
-    operator = run_operator(kubeconfig, f"--namespace={app}", "--standalone")
+    # The operator with the release's identity (its ClusterRole and the Lease's Role), limited
+    # to the test's namespace so that it leaves other tests' ModelDeployments alone. It elects
+    # itself through the release's Lease as the pods do (the chart's pods run on a KWOK node
+    # here and never take it).
+    operator = run_operator(
+        kubeconfig, f"--namespace={app}", f"--leader-election-name={RELEASE}",
+        f"--leader-election-namespace={release.namespace}",
+    )  # fmt: skip
     apply_md(
         cluster, app, "iris", {"model": {"uri": "https://m.example.com/a.onnx"}, "replicas": 2}
     )
@@ -159,13 +199,15 @@ def test_upgrade_keeps_existing_modeldeployments_serving(
     assert operator_deployment is not None
     assert operator_deployment["spec"]["replicas"] == 2
     args = operator_deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert f"--peering-name={RELEASE}" in args and "--standalone" not in args
-    assert get(cluster, "clusterkopfpeering", None, RELEASE) is not None
-    can_patch = cluster.kubectl(
-        "auth", "can-i", "patch", f"clusterkopfpeerings.kopf.dev/{RELEASE}", f"--as={user}",
-        check=False,
+    assert f"--leader-election-name={RELEASE}" in args and "--standalone" not in args
+    # The test's operator held the Lease and released it on its clean stop (no holder).
+    lease = get(cluster, "lease", release.namespace, RELEASE)
+    assert lease is not None and not lease["spec"].get("holderIdentity")
+    can_update = cluster.kubectl(
+        "auth", "can-i", "update", f"leases.coordination.k8s.io/{RELEASE}",
+        "-n", release.namespace, f"--as={user}", check=False,
     )  # fmt: skip
-    assert can_patch.stdout.strip() == "yes"
+    assert can_update.stdout.strip() == "yes"
     assert serving_snapshot(cluster, app, "iris") == before
 
     # The operator comes back (as after its pods were replaced) and finds nothing to change.

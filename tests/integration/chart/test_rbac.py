@@ -2,11 +2,12 @@
 takes a ModelDeployment through its life with no request refused; the same identity is
 refused what it does not need.
 
-The chart is installed in namespaced mode with two replicas (Roles, a KopfPeering), so the
-peering rules are exercised too. What canary rollouts need beyond that (deleting the canary
-Deployment and the per-track Services, the weighted HTTPRoute, removing the promote/abort
-annotations) is shown here with real requests made as that identity; a whole canary run under
-it belongs with the rollout tests.
+The chart is installed in namespaced mode with two replicas (Roles in the watched namespace, and
+in the release namespace the Role of the Lease through which the replicas elect the one that
+acts), and the operator runs with leader election, so the Lease rules are exercised too. What
+canary rollouts need beyond that (deleting the canary Deployment and the per-track Services, the
+weighted HTTPRoute, removing the promote/abort annotations) is shown here with real requests
+made as that identity; a whole canary run under it belongs with the rollout tests.
 """
 
 from __future__ import annotations
@@ -62,7 +63,11 @@ EXPECTED_WRITES = {
     ("patch", "policy", "poddisruptionbudgets", ""),
     ("delete", "policy", "poddisruptionbudgets", ""),
     ("create", "", "events", ""),
-    ("patch", "kopf.dev", "kopfpeerings", ""),  # the replica's keep-alive
+    # Leader election: the Lease created (none yet: the chart's pods run on a KWOK node),
+    # renewed (GET, then PUT: update), released on the clean stop (patch).
+    ("create", "coordination.k8s.io", "leases", ""),
+    ("update", "coordination.k8s.io", "leases", ""),
+    ("patch", "coordination.k8s.io", "leases", ""),
 }
 
 
@@ -118,9 +123,9 @@ def test_the_operator_needs_nothing_more_than_the_chart_grants(
     operator = run_operator(
         install.kubeconfig,
         f"--namespace={app}",
-        f"--peering-name={RELEASE}",
-        "--priority=100",
-        "--resync-seconds=2",  # the resync reads the peering object and lists ModelDeployments
+        f"--leader-election-name={RELEASE}",
+        f"--leader-election-namespace={install.release_namespace}",
+        "--resync-seconds=2",  # the resync lists ModelDeployments
     )
 
     # Create: children and a Ready status.
@@ -158,7 +163,7 @@ def test_the_operator_needs_nothing_more_than_the_chart_grants(
         60,
         "the Service to be restored",
     )
-    # The periodic resync ran (it reads the peering object with `get`, then lists).
+    # The periodic resync ran (it lists the ModelDeployments).
     wait_for(
         lambda: any(line.get("message") == "resync pass" for line in operator.lines()),
         30,
@@ -167,7 +172,7 @@ def test_the_operator_needs_nothing_more_than_the_chart_grants(
     # Delete: the children go with their owner (the garbage collector's job).
     cluster.kubectl("delete", "mdep", "iris", "-n", app)
     wait_for(lambda: get(cluster, "deployment", app, "iris") is None, 60, "garbage collection")
-    operator.stop()  # a clean exit leaves the peering: one more patch
+    operator.stop()  # a clean exit releases the Lease: one patch
 
     writes = writes_by(cluster, install.user, audit_before)
     refused = [w for w in writes if w["responseStatus"]["code"] >= 400]
@@ -195,6 +200,15 @@ def test_the_operator_needs_nothing_more_than_the_chart_grants(
         "horizontalpodautoscalers",
         "poddisruptionbudgets",
     }
+    # Every Lease write is to the release's Lease, in the release namespace.
+    leases = {
+        (w["objectRef"].get("namespace"), w["objectRef"].get("name"))
+        for w in writes
+        if w["objectRef"]["resource"] == "leases"
+    }
+    assert leases == {(install.release_namespace, RELEASE)}
+    lease = get(cluster, "lease", install.release_namespace, RELEASE)
+    assert lease is not None and not lease["spec"].get("holderIdentity")  # released
 
 
 @pytest.mark.usefixtures("gateway_api")
@@ -276,18 +290,24 @@ def test_the_chart_identity_takes_a_canary_through_promotion_and_rollback(
         ["get", "modeldeployments", "-n", "{release}"],
         ["get", "modeldeployments", "--all-namespaces"],
         ["get", "nodes"],
-        ["get", "clusterkopfpeerings"],
+        ["get", "leases", "-n", "{release}"],  # get by name only: no list
+        ["get", "lease", "another-lease", "-n", "{release}"],
+        ["delete", "lease", "{lease}", "-n", "{release}"],
+        ["get", "lease", "{lease}", "-n", "{app}"],  # the Lease is in the release namespace
         ["create", "namespace", "x"],
         ["get", "roles", "-n", "{app}"],
         ["create", "serviceaccount", "x", "-n", "{app}"],
     ],
-    ids=lambda r: " ".join(r[:3]).replace("{app}", "app").replace("{release}", "release"),
+    ids=lambda r: " ".join(r[:3]).replace("{lease}", "release-lease"),
 )
 @pytest.mark.usefixtures("gateway_api")  # Gateway API kinds exist: refused, not unknown
 def test_the_operator_identity_is_refused_what_it_does_not_need(
     cluster: Any, install: Install, request_: list[str]
 ) -> None:
-    args = [a.format(app=install.app, release=install.release_namespace) for a in request_]
+    args = [
+        a.format(app=install.app, release=install.release_namespace, lease=RELEASE)
+        for a in request_
+    ]
     result = as_operator(cluster, install, *args)
     assert result.returncode != 0, result.stdout
     assert "forbidden" in result.stderr.lower(), result.stderr
@@ -408,9 +428,16 @@ DEFAULT_GRANTS = {
 ROW = re.compile(r"^(\S+)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]$")
 
 
-def test_the_api_server_reports_exactly_the_chart_grants(cluster: Any, install: Install) -> None:
-    """`kubectl auth can-i --list` as the operator, in the watched namespace."""
-    listing = as_operator(cluster, install, "auth", "can-i", "--list", "-n", install.app)
+# The read-only ClusterRole (rbac.discovery), seen from every namespace.
+DISCOVERY_GRANTS = {
+    ("namespaces", ""): "list watch",
+    ("customresourcedefinitions.apiextensions.k8s.io", ""): "list watch",
+}
+
+
+def can_i_list(cluster: Any, install: Install, namespace: str) -> dict[tuple[str, str], str]:
+    """`kubectl auth can-i --list` as the operator in ``namespace``: (resource, names) -> verbs."""
+    listing = as_operator(cluster, install, "auth", "can-i", "--list", "-n", namespace)
     assert listing.returncode == 0, listing.stderr
     grants = {}
     for line in listing.stdout.splitlines()[1:]:
@@ -418,7 +445,12 @@ def test_the_api_server_reports_exactly_the_chart_grants(cluster: Any, install: 
         if match and match.group(1) not in DEFAULT_GRANTS:
             resource, _, names, verbs = match.groups()
             grants[(resource, names)] = verbs
-    assert grants == {
+    return grants
+
+
+def test_the_api_server_reports_exactly_the_chart_grants(cluster: Any, install: Install) -> None:
+    """`kubectl auth can-i --list` as the operator, in the watched namespace."""
+    assert can_i_list(cluster, install, install.app) == {
         ("modeldeployments.serving.modeldeploy.io", ""): "get list watch patch",
         ("modeldeployments.serving.modeldeploy.io/status", ""): "patch",
         ("modeldeployments.serving.modeldeploy.io/finalizers", ""): "update",
@@ -429,11 +461,19 @@ def test_the_api_server_reports_exactly_the_chart_grants(cluster: Any, install: 
         ("poddisruptionbudgets.policy", ""): "get list watch create patch delete",
         ("pods", ""): "list watch",
         ("events", ""): "create",
-        ("kopfpeerings.kopf.dev", ""): "list watch",
-        ("kopfpeerings.kopf.dev", RELEASE): "get patch",
-        # the read-only ClusterRole (rbac.discovery)
-        ("namespaces", ""): "list watch",
-        ("customresourcedefinitions.apiextensions.k8s.io", ""): "list watch",
+        **DISCOVERY_GRANTS,
+    }
+
+
+def test_the_api_server_reports_only_the_lease_in_the_release_namespace(
+    cluster: Any, install: Install
+) -> None:
+    """In the release namespace the operator may create a Lease and read, renew and release
+    its own, nothing else (but the cluster-wide read-only grants)."""
+    assert can_i_list(cluster, install, install.release_namespace) == {
+        ("leases.coordination.k8s.io", ""): "create",
+        ("leases.coordination.k8s.io", RELEASE): "get update patch",
+        **DISCOVERY_GRANTS,
     }
 
 
@@ -454,7 +494,9 @@ def test_the_operator_runs_as_uid_10001_on_a_read_only_root(
     port = free_port()
     command = [
         sys.executable, "-m", "modeldeploy.cli", "operator", f"--namespace={install.app}",
-        f"--peering-name={RELEASE}", "--priority=1000", f"--liveness=http://127.0.0.1:{port}/healthz",
+        f"--leader-election-name={RELEASE}",
+        f"--leader-election-namespace={install.release_namespace}",
+        f"--liveness=http://127.0.0.1:{port}/healthz",
         "--log-format=json", "--kubeconfig=/srv/kubeconfig",
     ]  # fmt: skip
     log = tmp_path / "operator.log"

@@ -46,11 +46,12 @@ CRD_RULE = ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch
 NAMESPACE_RULE = ("", "namespaces", ("list", "watch"), ())
 
 
-def peering_rules(resource: str) -> set[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
-    return {
-        ("kopf.dev", resource, ("list", "watch"), ()),
-        ("kopf.dev", resource, ("get", "patch"), (FULLNAME,)),
-    }
+# The leader election's Lease, in the release namespace: create cannot be narrowed by name.
+LEASE_RULES = {
+    ("coordination.k8s.io", "leases", ("create",), ()),
+    ("coordination.k8s.io", "leases", ("get", "update", "patch"), (FULLNAME,)),
+}
+LEASE_ROLE = f"{FULLNAME}-leader-election"
 
 
 def rules_of(role: dict[str, Any]) -> set[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
@@ -72,6 +73,28 @@ def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found
 
 
+def leader_election_role(objects: list[dict[str, Any]], namespace: str) -> dict[str, Any]:
+    """The Role of the Lease, checked to be in the release namespace and bound to the operator."""
+    (role,) = [o for o in by_kind(objects, "Role") if o["metadata"]["name"] == LEASE_ROLE]
+    assert role["metadata"]["namespace"] == namespace
+    (binding,) = [o for o in by_kind(objects, "RoleBinding") if o["metadata"]["name"] == LEASE_ROLE]
+    assert binding["metadata"]["namespace"] == namespace
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": LEASE_ROLE,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": namespace}
+    ]
+    return role
+
+
+def other_roles(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The Roles or RoleBindings of the watched namespaces (not the Lease's)."""
+    return [o for o in by_kind(objects, kind) if o["metadata"]["name"] != LEASE_ROLE]
+
+
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     (operator,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
     return dict(operator)
@@ -79,7 +102,7 @@ def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def namespaces(cluster: Any, modeldeployment_crd: str) -> Iterator[tuple[str, str]]:
-    """The release namespace and one watched namespace (the peering CRDs are installed)."""
+    """The release namespace and one watched namespace."""
     created = (create_namespace(cluster, "chart-rel"), create_namespace(cluster, "chart-app"))
     yield created
     for name in created:
@@ -108,7 +131,7 @@ def value_sets(app: str) -> dict[str, dict[str, Any]]:
                 "logFormat": "text",
                 "verbose": True,
                 "resyncSeconds": 60,
-                "extraArgs": ["--priority=7"],
+                "extraArgs": ["--kubeconfig=/etc/modeldeploy/kubeconfig"],
                 "extraEnv": [{"name": "TZ", "value": "UTC"}],
             },
             "serviceAccount": {"annotations": {"iam.example.com/role": "modeldeploy"}},
@@ -206,7 +229,7 @@ def test_cluster_wide_mode_grants_exactly_the_operators_rules(
 ) -> None:
     release_ns, _ = namespaces
     objects = helm.template(RELEASE, release_ns)
-    assert by_kind(objects, "Role") == [] and by_kind(objects, "RoleBinding") == []
+    assert other_roles(objects, "Role") == [] and other_roles(objects, "RoleBinding") == []
     (role,) = by_kind(objects, "ClusterRole")
     assert rules_of(role) == CORE_RULES | {CRD_RULE}
     binding = one(objects, "ClusterRoleBinding")
@@ -215,10 +238,13 @@ def test_cluster_wide_mode_grants_exactly_the_operators_rules(
         {"kind": "ServiceAccount", "name": FULLNAME, "namespace": release_ns}
     ]
     assert "--all-namespaces" in container(objects)["args"]
+    assert rules_of(leader_election_role(objects, release_ns)) == LEASE_RULES
 
-    peered = helm.template(RELEASE, release_ns, {"replicas": 2})
-    (role,) = by_kind(peered, "ClusterRole")
-    assert rules_of(role) == CORE_RULES | {CRD_RULE} | peering_rules("clusterkopfpeerings")
+    # More replicas elect through the same Lease: the same rules, nothing more.
+    several = helm.template(RELEASE, release_ns, {"replicas": 3})
+    (role,) = by_kind(several, "ClusterRole")
+    assert rules_of(role) == CORE_RULES | {CRD_RULE}
+    assert rules_of(leader_election_role(several, release_ns)) == LEASE_RULES
 
 
 def test_namespaced_mode_grants_roles_in_the_watched_namespaces_only(
@@ -226,11 +252,13 @@ def test_namespaced_mode_grants_roles_in_the_watched_namespaces_only(
 ) -> None:
     release_ns, app = namespaces
     objects = helm.template(RELEASE, release_ns, {"watchNamespaces": [app, "other"]})
-    roles = by_kind(objects, "Role")
+    roles = other_roles(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == sorted([app, "other"])
     for role in roles:
         assert rules_of(role) == CORE_RULES
-    for binding in by_kind(objects, "RoleBinding"):
+    # The Lease lives in the release namespace, watched or not.
+    assert rules_of(leader_election_role(objects, release_ns)) == LEASE_RULES
+    for binding in other_roles(objects, "RoleBinding"):
         assert binding["roleRef"] == {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "Role",
@@ -254,9 +282,11 @@ def test_namespaced_mode_grants_roles_in_the_watched_namespaces_only(
     assert by_kind(roles_only, "ClusterRole") == []
     assert by_kind(roles_only, "ClusterRoleBinding") == []
 
-    peered = helm.template(RELEASE, release_ns, {"replicas": 2, "watchNamespaces": [app]})
-    (role,) = by_kind(peered, "Role")
-    assert rules_of(role) == CORE_RULES | peering_rules("kopfpeerings")
+    # The release namespace watched too: its Role and the Lease's stay apart.
+    both = helm.template(RELEASE, release_ns, {"replicas": 2, "watchNamespaces": [release_ns]})
+    (role,) = other_roles(both, "Role")
+    assert role["metadata"]["namespace"] == release_ns and rules_of(role) == CORE_RULES
+    assert rules_of(leader_election_role(both, release_ns)) == LEASE_RULES
 
 
 def test_no_rule_reaches_secrets_configmaps_or_wildcards(
@@ -267,38 +297,57 @@ def test_no_rule_reaches_secrets_configmaps_or_wildcards(
         for role in [
             o for o in helm.template(RELEASE, release_ns, values) if o["kind"].endswith("Role")
         ]:
-            for group, resource, verbs, _ in rules_of(role):
+            for group, resource, verbs, names in rules_of(role):
                 assert resource not in ("secrets", "configmaps"), (name, resource)
                 assert "*" not in (group, resource, *verbs), (name, resource)
+                # update: the finalizers subresource, and the release's own Lease only.
+                allowed = (
+                    {"update"}
+                    if resource.endswith("/finalizers") or (resource == "leases" and names)
+                    else set()
+                )
                 assert not {"update", "deletecollection", "escalate", "bind", "impersonate"} & (
-                    set(verbs) - ({"update"} if resource.endswith("/finalizers") else set())
+                    set(verbs) - allowed
                 ), (name, resource, verbs)
 
 
-def test_one_replica_is_standalone_and_never_overlaps_more_elect_a_leader(
+def test_every_replica_count_elects_a_leader_through_the_lease(
     helm: Helm, namespaces: tuple[str, str]
 ) -> None:
     release_ns, app = namespaces
-    single = helm.template(RELEASE, release_ns)
-    deployment = one(single, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    assert "--standalone" in container(single)["args"]
-    assert not by_kind(single, "ClusterKopfPeering") and not by_kind(single, "KopfPeering")
+    for values in ({}, {"replicas": 2}, {"replicas": 3, "watchNamespaces": [app, "b"]}):
+        objects = helm.template(RELEASE, release_ns, values)
+        deployment = one(objects, "Deployment")
+        assert deployment["spec"]["replicas"] == values.get("replicas", 1)
+        # Replicas elect the one that acts, so an upgrade may overlap: a new pod is ready
+        # before an old one stops, at every count.
+        assert deployment["spec"]["strategy"] == {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        }, values
+        args = container(objects)["args"]
+        assert "--standalone" not in args, values
+        assert f"--leader-election-name={FULLNAME}" in args, values
+        assert f"--leader-election-namespace={release_ns}" in args, values
+        assert {"--lease-duration=15", "--renew-deadline=10", "--retry-period=2"} <= set(args)
+        assert not any(a.startswith(("--peering-name", "--priority")) for a in args), values
+        assert not {o["kind"] for o in objects} & {"KopfPeering", "ClusterKopfPeering"}
+        assert not any(o["apiVersion"].startswith("kopf.dev/") for o in objects)
 
-    peered = helm.template(RELEASE, release_ns, {"replicas": 2})
-    assert one(peered, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
-    args = container(peered)["args"]
-    assert "--standalone" not in args and f"--peering-name={FULLNAME}" in args
-    assert one(peered, "ClusterKopfPeering")["metadata"]["name"] == FULLNAME
+    timing = {"leaderElection": {"leaseDuration": 30, "renewDeadline": 20, "retryPeriod": 4}}
+    args = container(helm.template(RELEASE, release_ns, timing))["args"]
+    assert {"--lease-duration=30", "--renew-deadline=20", "--retry-period=4"} <= set(args)
+    # Timing the election could not work with is refused at render time.
+    bad = {"leaderElection": {"leaseDuration": 10, "renewDeadline": 10, "retryPeriod": 2}}
+    result = helm.run(
+        "template", RELEASE, str(CHART), "--namespace", release_ns,
+        "-f", helm.values_file(bad), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "leaseDuration > renewDeadline" in result.stderr
 
-    peered_ns = helm.template(RELEASE, release_ns, {"replicas": 2, "watchNamespaces": [app, "b"]})
-    peerings = by_kind(peered_ns, "KopfPeering")
-    assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings} == {
-        (app, FULLNAME),
-        ("b", FULLNAME),
-    }
-    assert not by_kind(peered_ns, "ClusterKopfPeering")
+
+def test_the_chart_has_no_kopf_peering_crd() -> None:
+    assert sorted(p.name for p in (CHART / "crds").glob("*.yaml")) == ["modeldeployment.yaml"]
 
 
 def test_the_operator_pod_is_locked_down(helm: Helm, namespaces: tuple[str, str]) -> None:
@@ -347,7 +396,7 @@ def test_the_everything_value_set_reaches_the_objects(
         "--log-format=text",
         "--resync-seconds=60",
         "--verbose",
-        "--priority=7",
+        "--kubeconfig=/etc/modeldeploy/kubeconfig",
     ):
         assert arg in operator["args"]
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]

@@ -5,8 +5,9 @@ so a fresh clone has it without a packaged copy in the tree. It is installed in 
 mode; the operator runs as a local process with the chart ServiceAccount's token (as in the
 other chart tests) and makes a ModelDeployment Ready. After `helm upgrade` to the chart of the
 working tree, the CRD, the ModelDeployment, its children and its pods are the same objects at
-the same versions, the release's Role grants the new rules, and the operator, restarted with
-them, keeps the ModelDeployment Ready without rewriting a child.
+the same versions, the release's Roles grant the new rules (among them the Lease, in the release
+namespace, through which the replicas elect the one that acts), and the operator, restarted with
+them and elected through that Lease, keeps the ModelDeployment Ready without rewriting a child.
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ def test_upgrade_from_the_previous_chart_keeps_modeldeployments_serving(
     before = serving_snapshot(cluster, app, "iris")
     # What the previous chart did not grant (the operator it shipped did not need it).
     assert not _can(cluster, user, app, "delete", "deployments.apps")
+    lease = f"leases.coordination.k8s.io/{RELEASE}"
+    assert not _can(cluster, user, previous_release.namespace, "update", lease)
 
     upgraded = helm.run(
         "upgrade", RELEASE, str(CHART), "-n", previous_release.namespace,
@@ -167,13 +170,30 @@ def test_upgrade_from_the_previous_chart_keeps_modeldeployments_serving(
         ("patch", "httproutes.gateway.networking.k8s.io"),
     ):
         assert _can(cluster, user, app, verb, resource), (verb, resource)
+    # The replicas now elect the one that acts through a Lease in the release namespace.
+    for verb in ("get", "update", "patch"):
+        assert _can(cluster, user, previous_release.namespace, verb, lease), verb
+    assert _can(cluster, user, previous_release.namespace, "create", "leases.coordination.k8s.io")
+    assert not _can(cluster, user, app, "update", lease)
+    deployment = get(cluster, "deployment", previous_release.namespace, RELEASE)
+    assert deployment is not None
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--leader-election-name={RELEASE}" in args and "--standalone" not in args
+    assert not any(a.startswith(("--peering-name", "--priority")) for a in args)
     # The CRD and every serving object are untouched by the upgrade itself.
     assert _crd_uid(cluster) == crd_uid
     assert serving_snapshot(cluster, app, "iris") == before
 
     # The operator comes back with the new rules (as after its pod was replaced): nothing
     # to change, nothing refused.
-    restarted, writes = resumed_operator_writes(cluster, run_operator, kubeconfig, app, user)
+    # It elects itself through the release's Lease, as the upgraded pods do.
+    election = (
+        f"--leader-election-name={RELEASE}",
+        f"--leader-election-namespace={previous_release.namespace}",
+    )
+    restarted, writes = resumed_operator_writes(
+        cluster, run_operator, kubeconfig, app, user, election
+    )
     assert restarted.refusals() == []
     child_writes = [
         (w["verb"], w["objectRef"]["resource"], w["objectRef"].get("name"))
