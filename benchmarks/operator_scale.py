@@ -209,8 +209,8 @@ def main() -> int:
     with running_cluster(
         ROOT / ".cluster", ROOT / "benchmarks" / ".work" / "cluster", progress=log
     ) as cluster:
-        for path in ("crds/modeldeployment.yaml", "crds/kopf-peering.yaml"):
-            cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / path))
+        crd = str(ROOT / "crds" / "modeldeployment.yaml")
+        cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", crd)
         cluster.kubectl(
             "wait", "--for=condition=Established", "crd/modeldeployments.serving.modeldeploy.io"
         )

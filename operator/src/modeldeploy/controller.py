@@ -384,11 +384,27 @@ class Controller:
             except Exception as error:  # the next round retries
                 log.warning("resync: cannot list ModelDeployments or their children: %s", error)
                 continue
-            log.debug("resync pass", extra={"count": len(items)})
             for item in items:
                 self.reconcile_logged(item)
+            log.debug("resync pass", extra={"count": len(items)})
+
+    def _list_at_start(self) -> None:
+        """List the children and pods once, in every replica (a replica that takes over then
+        has warm caches): from then on, what the store lacks is known absent. Until then,
+        reads fall through to the API."""
+        delay = 1.0
+        for namespace in self.config.namespaces or (None,):
+            while not self._stop.is_set():
+                try:
+                    self.list_cached(namespace)
+                    break
+                except Exception as error:
+                    log.warning("cannot list the children and pods yet: %s", error)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, 30.0)
 
     def _resync_forever(self) -> None:
+        self._list_at_start()
         while not self._stop.is_set():
             self._resync_now.wait(self.config.resync_seconds)
             self._resync_now.clear()

@@ -141,11 +141,11 @@ def resumed_operator_writes(
     ``election``: its leader-election flags (the release's Lease, or --standalone)."""
     writes_before = len(cluster.audit_writes(user))
     resumed = run_operator(kubeconfig, f"--namespace={namespace}", *election)
+    # Standalone, it acts on kopf's first listing; elected, on the pass over every
+    # ModelDeployment that it makes when it starts to lead.
+    done = "'modeldeployment' succeeded" if "--standalone" in election else "resync pass"
     wait_for(
-        lambda: any(
-            "on_modeldeployment" in str(line.get("message")) and "succeeded" in str(line)
-            for line in resumed.lines()
-        ),
+        lambda: any(done in str(line.get("message")) for line in resumed.lines()),
         60,
         "the resumed operator to handle the ModelDeployments",
     )
