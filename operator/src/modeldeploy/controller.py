@@ -134,6 +134,9 @@ class Controller:
         self._failures: dict[str, int] = {}
         self._written: dict[str, dict[str, Any]] = {}
         self._handled: dict[str, tuple[Any, ...]] = {}
+        self._latest: dict[str, Mapping[str, Any]] = {}
+        self._taking_over = False
+        self._deferred: dict[str, tuple[str, str]] = {}
         self._names: dict[str, tuple[str, str]] = {}
         self._due_workers = ThreadPoolExecutor(
             max(1, config.due_workers), thread_name_prefix="due-reconcile"
@@ -190,15 +193,29 @@ class Controller:
 
     # Reconciles.
 
-    def reconcile(self, body: Mapping[str, Any]) -> None:
+    def reconcile(self, body: Mapping[str, Any], *, fresh: bool = False) -> None:
         """Reconcile ``body`` now, or leave it to the reconcile already running for it (which
         then makes one more pass with the newest body it was given). A failure is retried after
         a backoff (see :attr:`requeues`) and re-raised. Nothing happens unless this replica
-        leads."""
+        leads.
+
+        ``fresh``: the body was just read from the API. Right after this replica became the
+        leader, only such bodies are reconciled: its watches may lag behind what the previous
+        leader wrote (a replica that was frozen or cut off), and a reconcile of a stale body
+        would undo that. The pass over everything that follows the election reads them all.
+        A body older than one already reconciled is replaced by that one."""
         if not self.leads():
             return
         uid = str(body["metadata"]["uid"])
         with self._guard:
+            if self._taking_over and not fresh:
+                # Read fresh once the pass is over: the event may be newer than its list.
+                meta = body["metadata"]
+                self._deferred[uid] = (str(meta["namespace"]), str(meta["name"]))
+                return
+            latest = self._latest.get(uid)
+            if latest is not None and resource_version(latest) > resource_version(body):
+                body = latest
             if uid in self._running:
                 newest = self._pending.get(uid, body)
                 self._pending[uid] = (
@@ -230,6 +247,7 @@ class Controller:
                         return
                     self._written[uid] = outcome.status
                     self._handled[uid] = _what_we_act_on(body)
+                    self._latest[uid] = body
                     self._names[uid] = (namespace, name)
                     self._failures.pop(uid, None)
                     self.requeues.set(uid, namespace, name, outcome.requeue_after)
@@ -247,10 +265,10 @@ class Controller:
                 self._gone.discard(uid)
             raise
 
-    def reconcile_logged(self, body: Mapping[str, Any]) -> None:
+    def reconcile_logged(self, body: Mapping[str, Any], *, fresh: bool = False) -> None:
         """:meth:`reconcile`, with a failure logged instead of raised (it is retried)."""
         try:
-            self.reconcile(body)
+            self.reconcile(body, fresh=fresh)
         except Exception as error:
             meta = body["metadata"]
             where = {"namespace": meta.get("namespace"), "modeldeployment": meta.get("name")}
@@ -281,7 +299,7 @@ class Controller:
         if body is None or body["metadata"].get("uid") != uid:
             self.forget(uid)
             return
-        self.reconcile(body)
+        self.reconcile(body, fresh=True)
 
     def start_due(self, due: Iterable[tuple[str, str, str]]) -> None:
         """Hand due ModelDeployments (uid, namespace, name) to the due workers and return at
@@ -327,6 +345,7 @@ class Controller:
         with self._guard:
             self._written.pop(uid, None)
             self._handled.pop(uid, None)
+            self._latest.pop(uid, None)
             self._names.pop(uid, None)
             self._pending.pop(uid, None)
             self._failures.pop(uid, None)
@@ -348,7 +367,9 @@ class Controller:
         with self._guard:
             self._written.clear()
             self._handled.clear()
+            self._latest.clear()
             self._failures.clear()
+            self._taking_over = True
         self._resync_now.set()
 
     def stopped_leading(self) -> None:
@@ -374,19 +395,34 @@ class Controller:
                 typed = [{**trim_pod(item), "kind": POD.kind} for item in typed]
             self.store.refresh(resource.kind, namespace, typed, version_number(version))
 
-    def resync(self) -> None:
+    def resync(self) -> bool:
         """List the children and pods again, then reconcile every ModelDeployment (a pass
-        writes nothing when all is as desired)."""
+        writes nothing when all is as desired). False when a list failed."""
+        listed = True
         for namespace in self.config.namespaces or (None,):
             try:
                 self.list_cached(namespace)
                 items = self.kube.list(API_VERSION, KIND, namespace)
             except Exception as error:  # the next round retries
                 log.warning("resync: cannot list ModelDeployments or their children: %s", error)
+                listed = False
                 continue
             for item in items:
-                self.reconcile_logged(item)
+                self.reconcile_logged(item, fresh=True)
             log.debug("resync pass", extra={"count": len(items)})
+        return listed
+
+    def _take_over(self) -> None:
+        """The first pass of a new leader; until it is done, only fresh bodies are reconciled
+        (see :meth:`reconcile`). The ModelDeployments whose events came meanwhile are read
+        again after it."""
+        while not self._stop.is_set() and self.leads() and not self.resync():
+            self._stop.wait(RETRY_BACKOFF[0])
+        with self._guard:
+            self._taking_over = False
+            deferred, self._deferred = self._deferred, {}
+        for uid, (namespace, name) in deferred.items():
+            self.requeues.set(uid, namespace, name, 0)
 
     def _list_at_start(self) -> None:
         """List the children and pods once, in every replica (a replica that takes over then
@@ -410,7 +446,13 @@ class Controller:
             self._resync_now.clear()
             if self._stop.is_set():
                 return
-            if self.leads():
+            if not self.leads():
+                continue
+            with self._guard:
+                taking_over = self._taking_over
+            if taking_over:
+                self._take_over()
+            else:
                 self.resync()
 
     def _requeue_forever(self) -> None:

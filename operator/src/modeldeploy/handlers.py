@@ -21,7 +21,7 @@ from modeldeploy.api import GROUP, PLURAL, VERSION
 from modeldeploy.builders.names import LABEL_DEPLOYMENT, MANAGED_BY
 from modeldeploy.controller import Controller
 from modeldeploy.reconcilers import plain
-from modeldeploy.resources import CHILDREN, POD
+from modeldeploy.resources import CACHED, CHILDREN, MANAGED_SELECTOR, POD
 from modeldeploy.settings import OperatorSettings
 
 
@@ -36,6 +36,10 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.execution.max_workers = 8
     settings.batching.worker_limit = 256
+    # Watch only what the operator manages, filtered by the API server: the handlers' own
+    # label filters are applied by kopf after it received every object of the kind.
+    for resource in CACHED:
+        settings.watching.label_selectors[resource.group, resource.plural] = MANAGED_SELECTOR
     if config.namespaces:
         # Exact namespaces and fixed resources: no cluster-wide scan of namespaces and CRDs,
         # so a namespaced installation needs Roles only.

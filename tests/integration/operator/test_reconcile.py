@@ -212,11 +212,7 @@ def _writes(cluster: Any, namespace: str) -> list[dict[str, Any]]:
 
 def _resumed(operator: OperatorProcess, after: int) -> bool:
     lines = operator.lines()[after:]
-    return any(
-        "on_modeldeployment" in str(line.get("message", ""))
-        and "succeeded" in str(line.get("message", ""))
-        for line in lines
-    )
+    return any("'modeldeployment' succeeded" in str(line.get("message", "")) for line in lines)
 
 
 def test_restart_resumes_without_duplicates_or_writes(
@@ -235,7 +231,7 @@ def test_restart_resumes_without_duplicates_or_writes(
     # A label (an annotation would bump a Deployment's generation and rightly show Progressing).
     cluster.kubectl("label", "deployment", "iris", "-n", namespace, "example.com/poke=1")
     wait_for(
-        lambda: any("_on_child" in str(x.get("message")) for x in operator.lines()[seen:]),
+        lambda: any("'child' succeeded" in str(x.get("message")) for x in operator.lines()[seen:]),
         60,
         "the child event to be handled",
     )

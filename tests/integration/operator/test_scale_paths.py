@@ -5,17 +5,13 @@ the thread that runs the reconciles a ModelDeployment asked for at a later time.
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-import kopf
 import pytest
 
-from modeldeploy import handlers
-from modeldeploy.api import PROMOTE_ANNOTATION
-from modeldeploy.dispatch import Dispatcher
+from modeldeploy.controller import Controller
 from modeldeploy.kube import Kube
 from modeldeploy.settings import OperatorSettings
 from tests.integration.operator.conftest import OPERATOR_USER, OperatorProcess, wait_for, watching
@@ -126,17 +122,15 @@ def test_the_requeue_thread_reconciles_a_due_object_read_fresh(
 ) -> None:
     kube = Kube(cluster.api_client())
     config = OperatorSettings(namespaces=(namespace,))
-    dispatcher = Dispatcher(kube, config, lambda _body: lambda *_: None)
-    memo = kopf.Memo(config=config, kube=kube, dispatcher=dispatcher)
-    stop = threading.Event()
-    handlers._start("requeue", handlers._requeue_forever, memo, stop)
+    controller = Controller(kube, config, lambda _body: lambda *_: None)
+    controller.start()
     try:
         apply_md(cluster, namespace, "iris", {"model": {"uri": MODEL_A}})
         md = get(cluster, "mdep", namespace, "iris")
         assert md is not None and "status" not in md  # no operator runs: nothing reconciled it
         uid = md["metadata"]["uid"]
         # As if a reconcile had asked to run again in a moment (a rollout's next step).
-        dispatcher.requeues.set(uid, namespace, "iris", 0.2)
+        controller.requeues.set(uid, namespace, "iris", 0.2)
 
         def reconciled() -> dict[str, Any] | None:
             md = get(cluster, "mdep", namespace, "iris") or {}
@@ -148,53 +142,11 @@ def test_the_requeue_thread_reconciles_a_due_object_read_fresh(
         assert get(cluster, "service", namespace, "iris") is not None
 
         # Due again, but the object was deleted meanwhile: forgotten, nothing recreated.
-        assert (namespace, "iris") in dispatcher.statuses()
+        assert (namespace, "iris") in controller.statuses()
         cluster.kubectl("delete", "mdep", "iris", "-n", namespace, "--wait=true")
-        dispatcher.requeues.set(uid, namespace, "iris", 0.0)
-        wait_for(lambda: (namespace, "iris") not in dispatcher.statuses(), 30, "forgotten")
-        assert len(dispatcher.requeues) == 0
+        controller.requeues.set(uid, namespace, "iris", 0.0)
+        wait_for(lambda: (namespace, "iris") not in controller.statuses(), 30, "forgotten")
+        assert len(controller.requeues) == 0
         assert get(cluster, "mdep", namespace, "iris") is None
     finally:
-        stop.set()
-        dispatcher.requeues.wake()
-
-
-def test_kopf_bookkeeping_is_remembered_and_still_sees_the_rollout_annotations() -> None:
-    """In memory, not annotations; an object an earlier version marked "kopf-managed" (kopf
-    then leaves out every annotation under our prefix) still sees promote as a change."""
-    diffbase, progress = handlers.RememberedDiffBase(), handlers.RememberedProgress()
-    legacy = {
-        "serving.modeldeploy.io/kopf-managed": "yes",
-        "serving.modeldeploy.io/last-handled-configuration": "{}",
-        "example.com/team": "ml",
-    }
-    body = kopf.Body(
-        {
-            "metadata": {"uid": "u1", "name": "iris", "annotations": legacy},
-            "spec": {"replicas": 1},
-        }
-    )
-    promoted = kopf.Body(
-        {
-            "metadata": {
-                "uid": "u1",
-                "name": "iris",
-                "annotations": {**legacy, PROMOTE_ANNOTATION: "true"},
-            },
-            "spec": {"replicas": 1},
-        }
-    )
-
-    def essence(of: kopf.Body) -> Any:
-        return progress.clear(essence=diffbase.build(body=of))
-
-    assert diffbase.fetch(body=body) is None  # never handled: kopf sees a creation
-    patch = kopf.Patch()
-    diffbase.store(body=body, patch=patch, essence=essence(body))
-    assert not patch  # nothing written to the object
-    assert diffbase.fetch(body=body) == essence(body)
-    assert essence(body)["metadata"]["annotations"] == {"example.com/team": "ml"}
-    assert essence(promoted) != essence(body)  # the promote annotation is a change
-    assert essence(promoted)["metadata"]["annotations"][PROMOTE_ANNOTATION] == "true"
-    diffbase.forget("u1")
-    assert diffbase.fetch(body=body) is None
+        controller.stop()

@@ -443,5 +443,29 @@ def test_a_new_leader_forgets_the_statuses_it_wrote_when_it_last_led(
     assert given == [None, {"canary": {"step": 1}}]  # while it leads, its own write is newest
     ctl.stopped_leading()
     ctl.started_leading()
-    ctl.reconcile(md("9"))
-    assert given[-1] is None  # the body read from the API is the truth
+    ctl.reconcile(md("3"))  # from a watch that may lag behind the other leader's writes
+    assert len(given) == 2  # not reconciled: it waits for the new leader's first pass
+    ctl.reconcile(md("9"), fresh=True)  # that pass reads every ModelDeployment from the API
+    assert given[-1] is None  # and the status read is the truth, not the one written before
+    monkeypatch.setattr(ctl, "resync", lambda: True)
+    ctl._take_over()
+    # The one whose event came during the pass is read again after it, and events count again.
+    assert ctl.requeues.due_in("u") == 0
+    ctl.reconcile(md("10"))
+    assert len(given) == 4
+
+
+def test_a_body_older_than_one_reconciled_is_replaced_by_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[str] = []
+
+    def reconcile(body: Any, *_: Any, **__: Any) -> Outcome:
+        seen.append(body["metadata"]["resourceVersion"])
+        return Outcome(status={})
+
+    monkeypatch.setattr(controller, "reconcile", reconcile)
+    ctl = make_controller()
+    ctl.reconcile(md("7"))
+    ctl.reconcile(md("5"))  # an owner's body from an index that lags: the newer one is used
+    assert seen == ["7", "7"]
