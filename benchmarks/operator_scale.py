@@ -32,7 +32,7 @@ from modeldeploy.api import API_VERSION, KIND, ModelDeployment
 from modeldeploy.builders import build_deployment, build_service
 from modeldeploy.kube import Kube
 from modeldeploy.reconcilers.compare import with_hash
-from modeldeploy.reconcilers.status import Observed, compute_status
+from modeldeploy.reconcilers.observed_status import Observed, compute_status
 from modeldeploy_dev.cluster import LocalCluster, fake_node, free_port, running_cluster
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import lupa.lua51 as lua51
 import pytest
 
 from modeldeploy.api import ModelDeployment
-from modeldeploy.reconcilers.status import Observed, compute_status, invalid_status
+from modeldeploy.reconcilers.observed_status import Observed, compute_status, invalid_status
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "docs" / "argocd-health.lua"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modeldeploy.builders import STABLE, build_service
-from modeldeploy.reconcilers.rollout import TARGET_ANNOTATION, plan_rollout, read_contract
+from modeldeploy.reconcilers.rollout_children import TARGET_ANNOTATION, plan_rollout, read_contract
 from modeldeploy.rollout import Target
 from modeldeploy.rollout.contract import (
     ContractError,

@@ -22,13 +22,13 @@ from modeldeploy.builders.names import name_of, namespace_of
 from modeldeploy.kube import Kube
 from modeldeploy.policy import check_policy, policy_message
 from modeldeploy.reconcilers.children import MayExist, reconcile_children, serving_pods
-from modeldeploy.reconcilers.rollout import plan_rollout, routing_error, with_routing_error
-from modeldeploy.reconcilers.status import (
+from modeldeploy.reconcilers.observed_status import (
     Observed,
     compute_status,
     invalid_status,
     transitions,
 )
+from modeldeploy.reconcilers.rollout_children import plan_rollout, routing_error, with_routing_error
 from modeldeploy.rollout.plan import iso
 from modeldeploy.settings import OperatorSettings
 

@@ -25,8 +25,8 @@ from modeldeploy.builders.names import LABEL_DEPLOYMENT, LABEL_TRACK, name_of, n
 from modeldeploy.builders.route import ROUTE_API_VERSION
 from modeldeploy.kube import Kube
 from modeldeploy.reconcilers.children import Refusal
+from modeldeploy.reconcilers.observed_status import deployment_counts
 from modeldeploy.reconcilers.pods import serving_address
-from modeldeploy.reconcilers.status import deployment_counts
 from modeldeploy.rollout import Decision, Observations, Target, advance, analysis_due
 from modeldeploy.rollout.analysis import Prometheus, measure
 from modeldeploy.rollout.contract import (
@@ -39,7 +39,13 @@ from modeldeploy.rollout.contract import (
 from modeldeploy.rollout.plan import analysis_window, template_hash
 from modeldeploy.settings import OperatorSettings
 
-__all__ = ["TARGET_ANNOTATION", "Plan", "plan_rollout", "routing_error", "with_routing_error"]
+__all__ = [
+    "TARGET_ANNOTATION",
+    "RolloutChildren",
+    "plan_rollout",
+    "routing_error",
+    "with_routing_error",
+]
 
 TARGET_ANNOTATION = "serving.modeldeploy.io/target"
 """On each serving Deployment: ``Target.key()`` of the model and settings it runs."""
@@ -51,7 +57,7 @@ NO_PROMETHEUS = (
 
 
 @dataclass
-class Plan:
+class RolloutChildren:
     """A tick's decision and the children it asks for."""
 
     decision: Decision
@@ -169,7 +175,7 @@ def plan_rollout(
     status: dict[str, Any],
     now: datetime,
     metadata: MetadataSource | None = None,
-) -> Plan:
+) -> RolloutChildren:
     """Observe, decide, and build what this tick asks for (``metadata`` reads a serving pod's
     model metadata; by default over HTTP from the pod's address)."""
     namespace = namespace_of(md)
@@ -213,7 +219,9 @@ def plan_rollout(
     return _children(md, settings, decision, obs, stable_now, canary_now)
 
 
-def with_routing_error(plan: Plan, md: ModelDeployment, status: dict[str, Any], error: str) -> Plan:
+def with_routing_error(
+    plan: RolloutChildren, md: ModelDeployment, status: dict[str, Any], error: str
+) -> RolloutChildren:
     """The same tick decided again knowing the HTTPRoute could not be written: no weight moves.
 
     The analysis run already made is reused, not read again."""
@@ -230,7 +238,7 @@ def _children(
     obs: Observations,
     stable_now: dict[str, Any] | None,
     canary_now: dict[str, Any] | None,
-) -> Plan:
+) -> RolloutChildren:
     deployments = [
         desired_deployment(
             md, STABLE, decision.stable_target, settings, decision.stable_replicas, stable_now
@@ -260,7 +268,7 @@ def _children(
             # Not watched, so read each time: only where a route is likely to have existed
             # (the resync removes one left behind by a change of strategy).
             absent.append((ROUTE_API_VERSION, "HTTPRoute", name_of(md)))
-    return Plan(decision, obs, deployments, service, extra, absent, canary_now)
+    return RolloutChildren(decision, obs, deployments, service, extra, absent, canary_now)
 
 
 def routing_error(refusals: list[Refusal]) -> str | None:

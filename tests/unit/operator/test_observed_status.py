@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from modeldeploy.api import ModelDeployment
-from modeldeploy.reconcilers.status import Observed, compute_status, invalid_status, transitions
+from modeldeploy.reconcilers.observed_status import (
+    Observed,
+    compute_status,
+    invalid_status,
+    transitions,
+)
 
 
 def md() -> ModelDeployment:
