@@ -104,7 +104,7 @@ def bare_limit(cluster: LocalCluster, namespace: str, count: int) -> tuple[float
         kube.apply(with_hash(build_service(md)))
         deployment = kube.apply(with_hash(build_deployment(md, replicas=md.spec.replicas)))
         status = compute_status(md, Observed(deployment=deployment), None)
-        kube.patch_status(API_VERSION, KIND, md.namespace, md.name, status)
+        kube.patch_status(API_VERSION, KIND, md.namespace, md.name, status.to_dict())
 
     start = time.monotonic()
     with ThreadPoolExecutor(WORKERS) as pool:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from modeldeploy.api import API_VERSION, KIND
+from modeldeploy.api import API_VERSION, KIND, ModelDeploymentStatus
 from modeldeploy.cache import (
     CHILD_RESOURCES,
     MANAGED_SELECTOR,
@@ -125,7 +125,7 @@ class Dispatcher:
         self._pending: dict[str, Mapping[str, Any]] = {}
         self._gone: set[str] = set()
         self._failures: dict[str, int] = {}
-        self._statuses: dict[str, dict[str, Any]] = {}
+        self._statuses: dict[str, ModelDeploymentStatus] = {}
         self._names: dict[str, tuple[str, str]] = {}
         self._due_workers = ThreadPoolExecutor(
             max(1, config.due_workers), thread_name_prefix="due-reconcile"
@@ -273,7 +273,7 @@ class Dispatcher:
                 self._gone.add(uid)
         self.requeues.drop(uid)
 
-    def statuses(self) -> dict[tuple[str, str], dict[str, Any]]:
+    def statuses(self) -> dict[tuple[str, str], ModelDeploymentStatus]:
         """The status last written for each ModelDeployment, by (namespace, name)."""
         with self._guard:
             return {self._names[u]: s for u, s in self._statuses.items() if u in self._names}

@@ -11,6 +11,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy import dispatch
+from modeldeploy.api import ModelDeploymentStatus, Phase
 from modeldeploy.dispatch import RETRY_BACKOFF, Dispatcher, Requeues
 from modeldeploy.kube import Kube
 from modeldeploy.reconcilers import Outcome
@@ -134,7 +135,7 @@ def test_a_failing_reconcile_is_retried_with_backoff_and_does_not_wedge(
     def flaky(*_: Any, **__: Any) -> Outcome:
         if failures:
             raise failures.pop(0)
-        return Outcome(status={"phase": "Ready"})
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.READY))
 
     monkeypatch.setattr(dispatch, "reconcile", flaky)
     dispatcher = make_dispatcher()
@@ -146,7 +147,7 @@ def test_a_failing_reconcile_is_retried_with_backoff_and_does_not_wedge(
     assert dispatcher.requeues.due_in("u") == RETRY_BACKOFF[1]
     dispatcher.run(md())
     assert dispatcher.requeues.due_in("u") is None  # success clears the retry
-    assert dispatcher.statuses() == {("ns", "iris"): {"phase": "Ready"}}
+    assert dispatcher.statuses() == {("ns", "iris"): ModelDeploymentStatus(phase=Phase.READY)}
 
 
 def test_a_due_object_is_read_fresh_and_a_missing_one_forgotten(
@@ -156,7 +157,7 @@ def test_a_due_object_is_read_fresh_and_a_missing_one_forgotten(
 
     def record(body: Any, *_: Any, **__: Any) -> Outcome:
         ran.append(body["metadata"]["resourceVersion"])
-        return Outcome(status={"phase": "Progressing"}, requeue_after=60)
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.PROGRESSING), requeue_after=60)
 
     monkeypatch.setattr(dispatch, "reconcile", record)
     clock = Clock()
@@ -198,7 +199,7 @@ def test_events_during_a_reconcile_coalesce_into_one_rerun(monkeypatch: pytest.M
         if len(calls) == 1:
             started.set()
             release.wait(5)
-        return Outcome(status={"phase": "Ready"})
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.READY))
 
     monkeypatch.setattr(dispatch, "reconcile", slow_reconcile)
     dispatcher = make_dispatcher()
@@ -224,7 +225,7 @@ def test_an_object_deleted_during_its_reconcile_is_not_remembered(
         calls.append(body["metadata"]["resourceVersion"])
         started.set()
         release.wait(5)
-        return Outcome(status={"phase": "Ready"}, requeue_after=5)
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.READY), requeue_after=5)
 
     monkeypatch.setattr(dispatch, "reconcile", slow_reconcile)
     dispatcher = make_dispatcher()
@@ -286,7 +287,7 @@ def analysing(source: SlowPrometheus) -> Any:
 
     def reconcile(body: Any, *_: Any, **__: Any) -> Outcome:
         source.query(body["metadata"]["name"])
-        return Outcome(status={"phase": "Progressing"})
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.PROGRESSING))
 
     return reconcile
 

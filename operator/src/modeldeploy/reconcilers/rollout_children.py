@@ -10,7 +10,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from modeldeploy.api import ABORT_ANNOTATION, PROMOTE_ANNOTATION, ModelDeployment
+from modeldeploy.api import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    ModelStatus,
+)
 from modeldeploy.builders import (
     CANARY,
     STABLE,
@@ -27,7 +33,7 @@ from modeldeploy.kube import Kube
 from modeldeploy.reconcilers.children import Refusal
 from modeldeploy.reconcilers.observed_status import deployment_counts
 from modeldeploy.reconcilers.pods import serving_address
-from modeldeploy.rollout import Decision, Observations, Target, advance, analysis_due
+from modeldeploy.rollout import Decision, Observations, advance, analysis_due
 from modeldeploy.rollout.analysis import Prometheus, measure
 from modeldeploy.rollout.contract import (
     ContractError,
@@ -36,7 +42,13 @@ from modeldeploy.rollout.contract import (
     ModelContract,
     ServerMetadata,
 )
-from modeldeploy.rollout.plan import analysis_window, template_hash
+from modeldeploy.rollout.plan import (
+    analysis_window,
+    desired_model,
+    model_key,
+    same_model,
+    template_hash,
+)
 from modeldeploy.settings import OperatorSettings
 
 __all__ = [
@@ -48,7 +60,7 @@ __all__ = [
 ]
 
 TARGET_ANNOTATION = "serving.modeldeploy.io/target"
-"""On each serving Deployment: ``Target.key()`` of the model and settings it runs."""
+"""On each serving Deployment: ``model_key`` of the model and settings it runs."""
 
 NO_PROMETHEUS = (
     "no Prometheus to read the analysis from: set spec.rollout.analysis.prometheus.address "
@@ -78,7 +90,7 @@ def _flag(md: ModelDeployment, annotation: str) -> bool:
     return str(annotations.get(annotation, "")).strip().lower() == "true"
 
 
-def serving(md: ModelDeployment, target: Target) -> ModelDeployment:
+def serving(md: ModelDeployment, target: ModelStatus) -> ModelDeployment:
     """``md`` as it would be if its spec named ``target``'s model."""
     model = md.spec.model.model_copy(
         update={"uri": target.uri, "sha256": target.sha256, "version": target.version}
@@ -103,7 +115,7 @@ def _runs(deployment: dict[str, Any] | None, *, complete: bool) -> str | None:
 def desired_deployment(
     md: ModelDeployment,
     track: Track,
-    target: Target,
+    target: ModelStatus,
     settings: OperatorSettings,
     replicas: int | None,
     existing: dict[str, Any] | None,
@@ -116,7 +128,7 @@ def desired_deployment(
     stale = target.template_hash is not None and target.template_hash != template_hash(md)
     if stale and existing is not None:
         desired["spec"]["template"] = copy.deepcopy(existing["spec"]["template"])
-    desired["metadata"].setdefault("annotations", {})[TARGET_ANNOTATION] = target.key()
+    desired["metadata"].setdefault("annotations", {})[TARGET_ANNOTATION] = model_key(target)
     return desired
 
 
@@ -145,17 +157,17 @@ def _read_track(
 def read_contract(
     md: ModelDeployment,
     kube: Kube,
-    status: dict[str, Any],
+    status: ModelDeploymentStatus,
     canary_now: dict[str, Any] | None,
     source: MetadataSource,
 ) -> ContractReading | None:
     """Both tracks' model metadata while the canary's contract is unchecked; None when it is
     checked already, or while the canary Deployment still has pods of another model."""
-    canary = status.get("canary") or {}
-    if not canary or "contract" in canary or canary.get("state") == "Promoting":
+    canary = status.canary
+    if canary is None or canary.contract is not None or canary.state == "Promoting":
         return None
-    key = Target.of_status(canary).key()
-    if not Target.of_status(canary).matches(Target.of_spec(md)):
+    key = model_key(canary)
+    if not same_model(canary, desired_model(md)):
         return None
     if _runs(canary_now, complete=True) != key:
         return None
@@ -172,7 +184,7 @@ def plan_rollout(
     md: ModelDeployment,
     kube: Kube,
     settings: OperatorSettings,
-    status: dict[str, Any],
+    status: ModelDeploymentStatus,
     now: datetime,
     metadata: MetadataSource | None = None,
 ) -> RolloutChildren:
@@ -181,7 +193,7 @@ def plan_rollout(
     namespace = namespace_of(md)
     stable_now = kube.get("apps/v1", "Deployment", namespace, deployment_name(md, STABLE))
     canary_now = None
-    if status.get("canary"):
+    if status.canary is not None:
         canary_now = kube.get("apps/v1", "Deployment", namespace, deployment_name(md, CANARY))
     autoscaling = md.spec.autoscaling
     if autoscaling is not None:
@@ -197,10 +209,7 @@ def plan_rollout(
         promote=_flag(md, PROMOTE_ANNOTATION),
         abort=_flag(md, ABORT_ANNOTATION),
     )
-    if (
-        status.get("canary")
-        and _runs(canary_now, complete=False) == Target.of_status(status["canary"]).key()
-    ):
+    if status.canary is not None and _runs(canary_now, complete=False) == model_key(status.canary):
         obs.canary_ready = int((canary_now or {}).get("status", {}).get("readyReplicas", 0))
     if obs.canary_ready > 0 and md.spec.rollout.strategy == "Canary":
         source = metadata or ServerMetadata(settings.server_http_port, settings.server_metrics_port)
@@ -220,7 +229,7 @@ def plan_rollout(
 
 
 def with_routing_error(
-    plan: RolloutChildren, md: ModelDeployment, status: dict[str, Any], error: str
+    plan: RolloutChildren, md: ModelDeployment, status: ModelDeploymentStatus, error: str
 ) -> RolloutChildren:
     """The same tick decided again knowing the HTTPRoute could not be written: no weight moves.
 

@@ -8,6 +8,6 @@ metadata. Pure judgement: ``contract.differences`` (what a canary breaks), ``ver
 minimum samples), ``statistics`` (the drift distance and its test).
 """
 
-from modeldeploy.rollout.plan import Decision, Observations, Target, advance, analysis_due
+from modeldeploy.rollout.plan import Decision, Observations, advance, analysis_due
 
-__all__ = ["Decision", "Observations", "Target", "advance", "analysis_due"]
+__all__ = ["Decision", "Observations", "advance", "analysis_due"]

@@ -8,24 +8,26 @@ did the analysis measure? may the next step move traffic?
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
-from modeldeploy.api import ModelDeployment, parse_duration
+from modeldeploy.api import CanaryStatus, ModelDeployment, ModelStatus, parse_duration
 from modeldeploy.api.rollout import Analysis
+from modeldeploy.api.status import AnalysisResult, ContractCheck
 from modeldeploy.rollout.contract import ContractReading, differences
 from modeldeploy.rollout.state import (
     Decision,
     Observations,
-    Target,
     canary_replicas,
+    describe_model,
     entry,
     iso,
     last_analysis,
+    model_key,
     parse_time,
     record,
     rollback_message,
     stable_share,
+    stamp,
 )
 from modeldeploy.rollout.verdicts import summary
 
@@ -34,14 +36,14 @@ __all__ = ["no_traffic", "walk"]
 CONTRACT_CHECK = "comparing the canary's model metadata with the stable model's"
 
 
-def no_traffic(results: list[dict[str, Any]] | None) -> bool:
+def no_traffic(results: list[AnalysisResult] | None) -> bool:
     """Whether an analysis run saw no sample at all: not a bad canary, an unused one."""
-    return bool(results) and all(r.get("samples") == 0 for r in results or ())
+    return bool(results) and all(r.samples == 0 for r in results or ())
 
 
 def _contract_record(
-    compatibility: str, reading: ContractReading, now: str, overdue: bool
-) -> tuple[dict[str, Any] | None, list[str]]:
+    compatibility: str, reading: ContractReading, now: datetime, overdue: bool
+) -> tuple[ContractCheck | None, list[str]]:
     """(``status.canary.contract``, differences) from this tick's reading; no record while
     the reading is incomplete, unless a declared breaking change has waited for it until the
     progress deadline (then it goes on, Unchecked)."""
@@ -49,12 +51,14 @@ def _contract_record(
         if compatibility != "Breaking" or not overdue:
             return None, []
         message = reading.error or "the model metadata could not be read"
-        return {"result": "Unchecked", "message": message[:1024], "time": now}, []
+        return ContractCheck(result="Unchecked", message=message[:1024], time=now), []
     found = differences(reading.stable, reading.canary)
-    record_: dict[str, Any] = {"result": "Incompatible" if found else "Compatible", "time": now}
-    if found:
-        record_["differences"] = [line[:512] for line in found[:32]]
-    return record_, found
+    check = ContractCheck(
+        result="Incompatible" if found else "Compatible",
+        differences=[line[:512] for line in found[:32]] if found else None,
+        time=now,
+    )
+    return check, found
 
 
 class _Tick:
@@ -63,9 +67,9 @@ class _Tick:
     def __init__(
         self,
         md: ModelDeployment,
-        stable: Target,
-        target: Target,
-        canary: dict[str, Any],
+        stable: ModelStatus,
+        target: ModelStatus,
+        canary: CanaryStatus,
         obs: Observations,
         decision: Decision,
     ) -> None:
@@ -76,7 +80,7 @@ class _Tick:
         self.exact = self.rollout.traffic_routing is not None
         self.deadline = parse_duration(self.rollout.progress_deadline)
         self.total = obs.stable_replicas
-        self.weight = int(canary.get("weight", 0))
+        self.weight = canary.weight
 
     # -- outcomes ----------------------------------------------------------------------------
 
@@ -91,15 +95,15 @@ class _Tick:
         decision.progressing = None
         decision.requeue_after = None
         decision.events.append(
-            ("Warning", reason, f"rolled back {self.target.describe()}: {message}")
+            ("Warning", reason, f"rolled back {describe_model(self.target)}: {message}")
         )
         decision.degraded = (reason, rollback_message(ended, self.stable))
         return decision
 
     def promote(self, reason: str, message: str) -> Decision:
         decision = self.decision
-        self.canary["state"] = "Promoting"
-        self.canary["stepStartedAt"] = iso(self.obs.now)
+        self.canary.state = "Promoting"
+        self.canary.step_started_at = stamp(self.obs.now)
         decision.events.append(("Normal", reason, message))
         decision.stable_target = self.target
         decision.canary_replicas = canary_replicas(self.total, self.weight, exact=self.exact)
@@ -107,7 +111,7 @@ class _Tick:
         decision.stable_replicas = None if self.obs.autoscaled else self.total
         decision.progressing = (
             "Promoting",
-            f"Promoting {self.target.describe()}: the stable pods are being replaced.",
+            f"Promoting {describe_model(self.target)}: the stable pods are being replaced.",
         )
         decision.wake(self.deadline.total_seconds())
         return decision
@@ -115,19 +119,19 @@ class _Tick:
     # -- helpers -----------------------------------------------------------------------------
 
     def overdue(self) -> bool:
-        return self.obs.now - parse_time(self.canary["stepStartedAt"]) > self.deadline
+        return self.obs.now - parse_time(self.canary.step_started_at) > self.deadline
 
     def remaining(self) -> timedelta:
-        return self.deadline - (self.obs.now - parse_time(self.canary["stepStartedAt"]))
+        return self.deadline - (self.obs.now - parse_time(self.canary.step_started_at))
 
     def next_step(self) -> None:
-        self.canary["stepIndex"] = int(self.canary["stepIndex"]) + 1
-        self.canary["stepStartedAt"] = iso(self.obs.now)
-        self.canary["state"] = "Progressing"
+        self.canary.step_index += 1
+        self.canary.step_started_at = stamp(self.obs.now)
+        self.canary.state = "Progressing"
 
     def contract_pending(self) -> str | None:
         """Why traffic may not move yet for want of a contract check; None once checked."""
-        if "contract" in self.canary:
+        if self.canary.contract is not None:
             return None
         reading = self.obs.contract
         return f"{CONTRACT_CHECK}: {reading.error}" if reading and reading.error else CONTRACT_CHECK
@@ -140,30 +144,30 @@ class _Tick:
         decision.stable_target = target
         decision.canary_replicas = canary_replicas(self.total, self.weight, exact=self.exact)
         decision.weight = self.weight
-        if self.obs.stable_runs == target.key():
-            passed = int(canary.get("passedChecks", 0))
-            message = f"promoted at step {int(canary['stepIndex'])} of {len(self.steps)}"
+        if self.obs.stable_runs == model_key(target):
+            passed = canary.passed_checks
+            message = f"promoted at step {canary.step_index} of {len(self.steps)}"
             if self.rollout.analysis:
                 message += f" after {passed} passing analysis run(s)"
-                if passed == 0 and no_traffic(canary.get("analysis")):
+                if passed == 0 and no_traffic(canary.analysis):
                     message += " (no traffic reached the canary)"
             record(decision, entry(target, canary, "Promoted", "Promoted", message, self.obs.now))
-            decision.stable = target.to_status()
+            decision.stable = target
             decision.canary = decision.canary_target = None
             decision.canary_replicas = decision.weight = 0
             decision.events.append(
-                ("Normal", "Promoted", f"{target.describe()} is now the stable model")
+                ("Normal", "Promoted", f"{describe_model(target)} is now the stable model")
             )
             return decision
         if self.overdue():
             return self.rollback(
                 "ProgressDeadlineExceeded",
-                f"the stable pods did not all run {target.describe()} within "
+                f"the stable pods did not all run {describe_model(target)} within "
                 f"{self.rollout.progress_deadline} of promotion",
             )
         decision.progressing = (
             "Promoting",
-            f"Promoting {target.describe()}: the stable pods are being replaced; the canary "
+            f"Promoting {describe_model(target)}: the stable pods are being replaced; the canary "
             f"keeps {self.weight}% of traffic until they are all ready.",
         )
         decision.wake(self.deadline.total_seconds())
@@ -172,20 +176,20 @@ class _Tick:
     def check_contract(self) -> Decision | None:
         """Record this tick's contract reading; a rollback when it breaks a Strict contract."""
         reading = self.obs.contract
-        if "contract" in self.canary or reading is None:
+        if self.canary.contract is not None or reading is None:
             return None
         compatibility = self.rollout.compatibility
         found_record, found = _contract_record(
-            compatibility, reading, iso(self.obs.now), self.overdue()
+            compatibility, reading, stamp(self.obs.now), self.overdue()
         )
         if found_record is None:
             return None
-        self.canary["contract"] = found_record
-        described = self.target.describe()
-        if found_record["result"] == "Unchecked":
+        self.canary.contract = found_record
+        described = describe_model(self.target)
+        if found_record.result == "Unchecked":
             self.decision.events.append(
                 ("Warning", "ContractUnchecked",
-                 f"{described}: {found_record['message']}; traffic moves all the same after "
+                 f"{described}: {found_record.message}; traffic moves all the same after "
                  f"{self.rollout.progress_deadline}, as rollout.compatibility is Breaking")
             )  # fmt: skip
         elif found and compatibility == "Breaking":
@@ -208,23 +212,23 @@ class _Tick:
         if results is None:
             return None
         canary = self.canary
-        canary["analysis"] = results
-        verdicts = {r["result"] for r in results}
+        canary.analysis = results
+        verdicts = {r.result for r in results}
         failed = "Failed" in verdicts or (
             "Inconclusive" in verdicts and analysis.inconclusive == "Fail"
         )
         if failed:
-            canary["failedChecks"] = int(canary.get("failedChecks", 0)) + 1
+            canary.failed_checks += 1
         elif "Inconclusive" not in verdicts:
-            canary["passedChecks"] = int(canary.get("passedChecks", 0)) + 1
+            canary.passed_checks += 1
         if failed or "Inconclusive" not in verdicts:
             # A run that counted used its evidence up; an inconclusive one leaves the window
             # open, so the next run reads what this one saw and more.
-            canary["windowStart"] = iso(self.obs.now)
-        if int(canary.get("failedChecks", 0)) >= analysis.failure_limit:
+            canary.window_start = stamp(self.obs.now)
+        if canary.failed_checks >= analysis.failure_limit:
             return self.rollback(
                 "AnalysisFailed",
-                f"{canary['failedChecks']} failed analysis run(s) (failureLimit "
+                f"{canary.failed_checks} failed analysis run(s) (failureLimit "
                 f"{analysis.failure_limit}): {summary(results)}",
             )
         return None
@@ -241,19 +245,19 @@ class _Tick:
                 )
             self.decision.wake(min(self.remaining().total_seconds(), 5))
             return f"All steps done; {pending} before promotion."
-        if analysis is None or int(canary.get("passedChecks", 0)) > 0:
+        if analysis is None or canary.passed_checks > 0:
             return self.promote(
                 "Promoting",
-                f"{self.target.describe()} passed all {len(self.steps)} step(s)"
-                + (f" and {canary['passedChecks']} analysis run(s)" if analysis else ""),
+                f"{describe_model(self.target)} passed all {len(self.steps)} step(s)"
+                + (f" and {canary.passed_checks} analysis run(s)" if analysis else ""),
             )
-        last = canary.get("analysis")
+        last = canary.analysis
         if self.overdue():
             deadline = self.rollout.progress_deadline
             if no_traffic(last) and analysis.on_no_traffic == "Promote":
                 return self.promote(
                     "PromotedWithoutTraffic",
-                    f"no traffic reached {self.target.describe()} within {deadline}, so no "
+                    f"no traffic reached {describe_model(self.target)} within {deadline}, so no "
                     "analysis could judge it: promoted, as analysis.onNoTraffic: Promote says",
                 )
             if no_traffic(last):
@@ -280,7 +284,7 @@ class _Tick:
         self.decision.canary_replicas = needed
         pending = self.contract_pending()
         if obs.canary_ready >= needed and pending is None and not obs.routing_error:
-            self.weight = self.canary["weight"] = weight
+            self.weight = self.canary.weight = weight
             self.next_step()
             return None
         if obs.routing_error:
@@ -310,7 +314,7 @@ class _Tick:
     def walk_steps(self) -> Decision | str:
         """Move through every step that is complete; what the canary waits for, or the end."""
         while True:
-            index = int(self.canary["stepIndex"])
+            index = self.canary.step_index
             if index >= len(self.steps):
                 return self.all_steps_done()
             step = self.steps[index]
@@ -322,13 +326,13 @@ class _Tick:
                 return waiting
             assert step.pause is not None
             if step.pause.duration is None:
-                self.canary["state"] = "Paused"
+                self.canary.state = "Paused"
                 return (
                     f"Canary at {self.weight}% ({where}): paused until promoted (`modeldeploy "
                     f"promote {self.md.name}` or the serving.modeldeploy.io/promote=true "
                     "annotation) or aborted."
                 )
-            end = parse_time(self.canary["stepStartedAt"]) + parse_duration(step.pause.duration)
+            end = parse_time(self.canary.step_started_at) + parse_duration(step.pause.duration)
             if self.obs.now >= end:
                 self.next_step()
                 continue
@@ -341,7 +345,7 @@ class _Tick:
             return self.rollback(
                 "Aborted", "aborted by the serving.modeldeploy.io/abort annotation"
             )
-        if canary.get("state") == "Promoting":
+        if canary.state == "Promoting":
             return self.promoting()
         broken = self.check_contract()
         if broken is not None:
@@ -354,7 +358,7 @@ class _Tick:
         if obs.promote:
             return self.promote(
                 "PromotedByUser",
-                f"{self.target.describe()} promoted by the serving.modeldeploy.io/promote "
+                f"{describe_model(self.target)} promoted by the serving.modeldeploy.io/promote "
                 "annotation",
             )
         waiting = self.walk_steps()
@@ -370,19 +374,19 @@ class _Tick:
             decision.stable_replicas = stable_share(
                 total, canary_replicas(total, weight, exact=False)
             )
-        reason = "CanaryPaused" if canary.get("state") == "Paused" else "CanaryProgressing"
+        reason = "CanaryPaused" if canary.state == "Paused" else "CanaryProgressing"
         decision.progressing = (reason, waiting)
         if analysis is not None:  # analysis runs in the background, paused or not
-            last = last_analysis(canary) or parse_time(canary["startedAt"])
+            last = last_analysis(canary) or parse_time(canary.started_at)
             decision.wake((last + parse_duration(analysis.interval) - obs.now).total_seconds())
         return decision
 
 
 def walk(
     md: ModelDeployment,
-    stable: Target,
-    target: Target,
-    canary: dict[str, Any],
+    stable: ModelStatus,
+    target: ModelStatus,
+    canary: CanaryStatus,
     obs: Observations,
     decision: Decision,
 ) -> Decision:
