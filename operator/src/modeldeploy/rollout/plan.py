@@ -4,7 +4,7 @@ All rollout state lives in ``status`` (``stable``, ``canary``, ``history``), so 
 the operator, restarted at any moment, continues from the same step. One call is one tick: it
 may start a canary, check its model's contract against the stable model's, move it through as
 many steps as are complete, count an analysis run, promote, or roll back — and says what the
-children must look like afterwards (``canary`` walks an active canary). No traffic moves to a
+children must look like afterwards (``canary`` runs an active canary's tick). No traffic moves to a
 canary whose contract has not been checked.
 """
 
