@@ -32,7 +32,7 @@ from modeldeploy.api import API_VERSION, KIND, ModelDeployment
 from modeldeploy.builders import build_deployment, build_service
 from modeldeploy.kube import Kube
 from modeldeploy.reconcilers.compare import with_hash
-from modeldeploy.reconcilers.status import Observed, compute_status
+from modeldeploy.reconcilers.observed_status import Observed, compute_status
 from modeldeploy_dev.cluster import LocalCluster, fake_node, free_port, running_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def bare_limit(cluster: LocalCluster, namespace: str, count: int) -> tuple[float
         kube.apply(with_hash(build_service(md)))
         deployment = kube.apply(with_hash(build_deployment(md, replicas=md.spec.replicas)))
         status = compute_status(md, Observed(deployment=deployment), None)
-        kube.patch_status(API_VERSION, KIND, md.namespace, md.name, status)
+        kube.patch_status(API_VERSION, KIND, md.namespace, md.name, status.to_dict())
 
     start = time.monotonic()
     with ThreadPoolExecutor(WORKERS) as pool:

@@ -28,15 +28,15 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from modeldeploy.api import API_VERSION, KIND
+from modeldeploy.api import API_VERSION, KIND, ModelDeploymentStatus
 from modeldeploy.builders.names import LABEL_DEPLOYMENT
 from modeldeploy.cache import CachingKube, Store, resource_version, version_number
+from modeldeploy.config import OperatorConfig
 from modeldeploy.kube import Kube, is_transient
 from modeldeploy.metrics import count_children, count_pod_event, count_requeue, timed_reconcile
 from modeldeploy.reconcilers import EventSink, reconcile
 from modeldeploy.reconcilers.pods import pod_problem, trim_pod
 from modeldeploy.resources import CACHED, MANAGED_SELECTOR, POD
-from modeldeploy.settings import OperatorSettings
 
 log = logging.getLogger("modeldeploy.controller")
 
@@ -116,7 +116,7 @@ class Controller:
     def __init__(
         self,
         kube: Kube,
-        config: OperatorSettings,
+        config: OperatorConfig,
         events: Callable[[Mapping[str, Any]], EventSink],
         leads: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
@@ -132,7 +132,7 @@ class Controller:
         self._pending: dict[str, Mapping[str, Any]] = {}
         self._gone: set[str] = set()
         self._failures: dict[str, int] = {}
-        self._written: dict[str, dict[str, Any]] = {}
+        self._written: dict[str, ModelDeploymentStatus] = {}
         self._handled: dict[str, tuple[Any, ...]] = {}
         self._latest: dict[str, Mapping[str, Any]] = {}
         self._taking_over = False
@@ -353,7 +353,7 @@ class Controller:
                 self._gone.add(uid)
         self.requeues.drop(uid)
 
-    def statuses(self) -> dict[tuple[str, str], dict[str, Any]]:
+    def statuses(self) -> dict[tuple[str, str], ModelDeploymentStatus]:
         """The status last written for each ModelDeployment, by (namespace, name)."""
         with self._guard:
             return {self._names[u]: s for u, s in self._written.items() if u in self._names}

@@ -19,16 +19,16 @@ import kopf
 
 from modeldeploy.api import GROUP, PLURAL, VERSION
 from modeldeploy.builders.names import LABEL_DEPLOYMENT, MANAGED_BY
+from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import Controller
 from modeldeploy.reconcilers import plain
 from modeldeploy.resources import CACHED, CHILDREN, MANAGED_SELECTOR, POD
-from modeldeploy.settings import OperatorSettings
 
 
 @kopf.on.startup()
 def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """kopf's settings, then the controller's threads and the leader election."""
-    config: OperatorSettings = memo["config"]
+    config: OperatorConfig = memo["config"]
     # Events are posted by the controller's recorder, as component "modeldeploy".
     settings.posting.enabled = False
     settings.networking.error_backoffs = [1, 2, 4, 8, 15]

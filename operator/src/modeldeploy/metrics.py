@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from modeldeploy.api import ModelDeploymentStatus
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -91,7 +92,9 @@ class ConditionCollector(Collector):
     """``modeldeploy_modeldeployment_condition`` and ``..._phase`` from the statuses the
     operator last wrote: alerts need no kube-state-metrics."""
 
-    def __init__(self, statuses: Callable[[], Mapping[tuple[str, str], dict[str, Any]]]) -> None:
+    def __init__(
+        self, statuses: Callable[[], Mapping[tuple[str, str], ModelDeploymentStatus]]
+    ) -> None:
         self._statuses = statuses
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -106,16 +109,17 @@ class ConditionCollector(Collector):
             labels=["namespace", "name", "phase"],
         )
         for (namespace, name), status in sorted(self._statuses().items()):
-            for c in status.get("conditions") or []:
-                labels = [namespace, name, c["type"], c["status"], c.get("reason", "")]
-                conditions.add_metric(labels, 1)
-            if status.get("phase"):
-                phases.add_metric([namespace, name, status["phase"]], 1)
+            for c in status.conditions or []:
+                conditions.add_metric([namespace, name, c.type, c.status, c.reason], 1)
+            if status.phase:
+                phases.add_metric([namespace, name, status.phase], 1)
         yield conditions
         yield phases
 
 
-def serve(address: str, statuses: Callable[[], Mapping[tuple[str, str], dict[str, Any]]]) -> None:
+def serve(
+    address: str, statuses: Callable[[], Mapping[tuple[str, str], ModelDeploymentStatus]]
+) -> None:
     """Expose the registry at ``host:port`` (``/metrics``), with the condition gauges."""
     host, _, port = address.rpartition(":")
     REGISTRY.register(ConditionCollector(statuses))

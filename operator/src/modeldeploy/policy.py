@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modeldeploy.api import ModelDeployment, parse_quantity
-from modeldeploy.settings import OperatorSettings
+from modeldeploy.config import OperatorConfig
 
 __all__ = ["Violation", "check_policy", "image_allowed", "policy_message"]
 
@@ -73,7 +73,7 @@ def _listed(names: tuple[str, ...]) -> str:
     return ", ".join(names)
 
 
-def _image(md: ModelDeployment, settings: OperatorSettings) -> Iterator[Violation]:
+def _image(md: ModelDeployment, settings: OperatorConfig) -> Iterator[Violation]:
     allowed = settings.policy.allowed_images
     image = md.spec.runtime.image if md.spec.runtime else None
     if allowed and image and image != settings.server_image and not image_allowed(image, allowed):
@@ -85,7 +85,7 @@ def _image(md: ModelDeployment, settings: OperatorSettings) -> Iterator[Violatio
         )
 
 
-def _service_account(md: ModelDeployment, settings: OperatorSettings) -> Iterator[Violation]:
+def _service_account(md: ModelDeployment, settings: OperatorConfig) -> Iterator[Violation]:
     allowed = settings.policy.allowed_service_accounts
     template = md.spec.pod_template
     account = template.service_account_name if template else None
@@ -98,7 +98,7 @@ def _service_account(md: ModelDeployment, settings: OperatorSettings) -> Iterato
         )
 
 
-def _priority_class(md: ModelDeployment, settings: OperatorSettings) -> Iterator[Violation]:
+def _priority_class(md: ModelDeployment, settings: OperatorConfig) -> Iterator[Violation]:
     allowed = settings.policy.allowed_priority_classes
     template = md.spec.pod_template
     name = template.priority_class_name if template else None
@@ -113,7 +113,7 @@ def _priority_class(md: ModelDeployment, settings: OperatorSettings) -> Iterator
         )
 
 
-def _env_value_from(md: ModelDeployment, settings: OperatorSettings) -> Iterator[Violation]:
+def _env_value_from(md: ModelDeployment, settings: OperatorConfig) -> Iterator[Violation]:
     if settings.policy.allow_env_value_from or not md.spec.runtime:
         return
     for variable in md.spec.runtime.env or ():
@@ -128,14 +128,14 @@ def _env_value_from(md: ModelDeployment, settings: OperatorSettings) -> Iterator
             )
 
 
-def _load_balancer(md: ModelDeployment, settings: OperatorSettings) -> Iterator[Violation]:
+def _load_balancer(md: ModelDeployment, settings: OperatorConfig) -> Iterator[Violation]:
     if not settings.policy.allow_load_balancer and md.spec.service.type == "LoadBalancer":
         yield Violation(
             "policy.allowLoadBalancer", "spec.service.type", "LoadBalancer", "ClusterIP or NodePort"
         )
 
 
-def _tolerations(md: ModelDeployment, settings: OperatorSettings) -> Iterator[Violation]:
+def _tolerations(md: ModelDeployment, settings: OperatorConfig) -> Iterator[Violation]:
     rule = settings.policy.tolerations
     template = md.spec.pod_template
     for index, toleration in enumerate((template.tolerations if template else None) or ()):
@@ -148,14 +148,14 @@ def _tolerations(md: ModelDeployment, settings: OperatorSettings) -> Iterator[Vi
             )
 
 
-def _model_size(md: ModelDeployment, settings: OperatorSettings) -> Iterator[Violation]:
+def _model_size(md: ModelDeployment, settings: OperatorConfig) -> Iterator[Violation]:
     cap = settings.policy.max_model_size
     given = md.spec.model.size_limit
     if cap and given is not None and parse_quantity(given) > parse_quantity(cap):
         yield Violation("policy.maxModelSize", "spec.model.sizeLimit", str(given), f"at most {cap}")
 
 
-RULES: tuple[Callable[[ModelDeployment, OperatorSettings], Iterator[Violation]], ...] = (
+RULES: tuple[Callable[[ModelDeployment, OperatorConfig], Iterator[Violation]], ...] = (
     _image,
     _service_account,
     _priority_class,
@@ -166,7 +166,7 @@ RULES: tuple[Callable[[ModelDeployment, OperatorSettings], Iterator[Violation]],
 )
 
 
-def check_policy(md: ModelDeployment, settings: OperatorSettings) -> list[Violation]:
+def check_policy(md: ModelDeployment, settings: OperatorConfig) -> list[Violation]:
     """Every rule of ``settings.policy`` that ``md`` breaks, in the order of the spec."""
     return [violation for rule in RULES for violation in rule(md, settings)]
 

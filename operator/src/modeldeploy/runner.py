@@ -11,14 +11,14 @@ import urllib.parse
 from typing import Any
 
 from modeldeploy.api import parse_quantity
-from modeldeploy.kube import Kube, api_client_from_environment
-from modeldeploy.leadership import LeaseTiming
-from modeldeploy.settings import (
+from modeldeploy.config import (
     DEFAULT_MODEL_SIZE_LIMIT,
     DEFAULT_SERVER_IMAGE,
-    OperatorSettings,
+    OperatorConfig,
     Policy,
 )
+from modeldeploy.kube import Kube, api_client_from_environment
+from modeldeploy.leadership import LeaseTiming
 
 
 def _quantity(text: str) -> str:
@@ -268,7 +268,7 @@ def lease_timing(args: argparse.Namespace) -> LeaseTiming:
     return timing
 
 
-def wire(args: argparse.Namespace, config: OperatorSettings) -> dict[str, Any]:
+def wire(args: argparse.Namespace, config: OperatorConfig) -> dict[str, Any]:
     """The one place where the operator's parts are put together: the API client, the Event
     recorder, the controller and (unless standalone) the leader election; kopf's memo."""
     from modeldeploy.controller import Controller
@@ -322,7 +322,7 @@ def run_operator(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it too
-    config = OperatorSettings(
+    config = OperatorConfig(
         server_image=args.server_image,
         prometheus_address=args.prometheus_address,
         model_size_limit=args.model_size_limit,

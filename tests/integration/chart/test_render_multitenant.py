@@ -11,8 +11,8 @@ import pytest
 from modeldeploy.api import ModelDeployment
 from modeldeploy.builders import build_deployment
 from modeldeploy.cli import build_parser
+from modeldeploy.config import Policy
 from modeldeploy.runner import policy_of
-from modeldeploy.settings import Policy
 from tests.integration.chart.conftest import Helm
 
 pytestmark = pytest.mark.integration

@@ -11,9 +11,9 @@ from urllib.parse import unquote
 
 import pytest
 
+from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import Controller
 from modeldeploy.kube import Kube
-from modeldeploy.settings import OperatorSettings
 from tests.integration.operator.conftest import OPERATOR_USER, OperatorProcess, wait_for, watching
 from tests.integration.operator.test_reconcile import MODEL_A, apply_md, condition, get, ready
 
@@ -121,7 +121,7 @@ def test_the_requeue_thread_reconciles_a_due_object_read_fresh(
     cluster: Any, namespace: str, modeldeployment_crd: str
 ) -> None:
     kube = Kube(cluster.api_client())
-    config = OperatorSettings(namespaces=(namespace,))
+    config = OperatorConfig(namespaces=(namespace,))
     controller = Controller(kube, config, lambda _body: lambda *_: None)
     controller.start()
     try:

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from modeldeploy.config import OperatorConfig
 from modeldeploy.kube import Kube, api_client_from_environment
-from modeldeploy.settings import OperatorSettings
 from tests.integration.operator.conftest import OPERATOR_USER, watching
 from tests.support.kubectl import apply_md, condition, get
 from tests.support.load import Load
@@ -32,7 +32,7 @@ from tests.support.operator_process import OperatorProcess, wait_for
 from tests.support.prometheus import Prometheus
 from tests.support.servers import ServerProcess
 
-PORTS = OperatorSettings()
+PORTS = OperatorConfig()
 """The serving ports the operator builds pods with and reads them on."""
 
 OLD = "https://models.example.com/iris/1/model.onnx"

@@ -6,6 +6,7 @@ written by hand for phases it does not produce yet (Paused: canary rollouts).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import lupa.lua51 as lua51
 import pytest
 
 from modeldeploy.api import ModelDeployment
-from modeldeploy.reconcilers.status import Observed, compute_status, invalid_status
+from modeldeploy.reconcilers.observed_status import Observed, compute_status, invalid_status
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "docs" / "argocd-health.lua"
@@ -62,8 +63,12 @@ def with_status(status: dict[str, Any] | None, generation: int = 3) -> dict[str,
     return obj
 
 
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
 def operator_status(seen: Observed, generation: int = 3) -> dict[str, Any]:
-    return compute_status(model_deployment(generation), seen, None, now="2026-01-01T00:00:00Z")
+    """The status the operator computes, as it stores it (what Argo CD reads)."""
+    return compute_status(model_deployment(generation), seen, None, now=NOW).to_dict()
 
 
 def test_every_pod_ready_for_the_current_generation_is_healthy() -> None:
@@ -160,8 +165,8 @@ def test_a_rollout_past_its_deadline_is_degraded() -> None:
 
 
 def test_an_invalid_spec_is_degraded_with_the_validation_message() -> None:
-    status = invalid_status(3, "the spec is invalid: spec.replicas: too big", None, now="T")
-    assert health(with_status(status)) == (
+    status = invalid_status(3, "the spec is invalid: spec.replicas: too big", None, now=NOW)
+    assert health(with_status(status.to_dict())) == (
         "Degraded",
         "Failed: the spec is invalid: spec.replicas: too big",
     )

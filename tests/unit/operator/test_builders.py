@@ -14,7 +14,7 @@ from modeldeploy.builders import (
     build_service,
     server_concurrency,
 )
-from modeldeploy.settings import OperatorSettings
+from modeldeploy.config import OperatorConfig
 
 SHA = "b" * 64
 
@@ -67,7 +67,7 @@ def test_fetch_then_serve_with_probes_env_and_scrape_annotations() -> None:
     d = build_deployment(
         md(model={"uri": "s3://bucket/k.onnx", "sha256": SHA, "credentialsSecret": "s3-creds"}),
         "canary",
-        OperatorSettings(server_image="registry.example.com/server:9"),
+        OperatorConfig(server_image="registry.example.com/server:9"),
     )
     fetch, server = container(d, "fetch-model"), container(d)
     assert fetch["args"] == [
@@ -135,7 +135,7 @@ def test_the_size_limit_caps_the_fetch_and_sizes_the_model_volume(
 ) -> None:
     d = build_deployment(
         md(model={"uri": "https://m.example.com/iris.onnx", **model}),
-        settings=OperatorSettings(model_size_limit=default),
+        settings=OperatorConfig(model_size_limit=default),
     )
     assert f"--max-bytes={max_bytes}" in container(d, "fetch-model")["args"]
     volumes = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}

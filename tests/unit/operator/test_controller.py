@@ -11,10 +11,11 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy import controller
+from modeldeploy.api import ModelDeploymentStatus, Phase
+from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import RETRY_BACKOFF, Controller, Requeues
 from modeldeploy.kube import Kube
 from modeldeploy.reconcilers import Outcome
-from modeldeploy.settings import OperatorSettings
 from tests.unit.operator.test_cache import ANSWERS, FakeKube, answer_requests, pod
 
 
@@ -38,7 +39,7 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
 def make_controller(clock: Clock | None = None) -> Controller:
     return Controller(
         FakeKube(),  # type: ignore[arg-type]
-        OperatorSettings(),
+        OperatorConfig(),
         lambda _body: lambda *_: None,
         clock=clock or Clock(),
     )
@@ -136,7 +137,7 @@ def test_a_failing_reconcile_is_retried_with_backoff_and_does_not_wedge(
     def flaky(*_: Any, **__: Any) -> Outcome:
         if failures:
             raise failures.pop(0)
-        return Outcome(status={"phase": "Ready"})
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.READY))
 
     monkeypatch.setattr(controller, "reconcile", flaky)
     ctl = make_controller()
@@ -148,7 +149,7 @@ def test_a_failing_reconcile_is_retried_with_backoff_and_does_not_wedge(
     assert ctl.requeues.due_in("u") == RETRY_BACKOFF[1]
     ctl.reconcile(md())
     assert ctl.requeues.due_in("u") is None  # success clears the retry
-    assert ctl.statuses() == {("ns", "iris"): {"phase": "Ready"}}
+    assert ctl.statuses() == {("ns", "iris"): ModelDeploymentStatus(phase=Phase.READY)}
 
 
 def test_a_due_object_is_read_fresh_and_a_missing_one_forgotten(
@@ -158,7 +159,7 @@ def test_a_due_object_is_read_fresh_and_a_missing_one_forgotten(
 
     def record(body: Any, *_: Any, **__: Any) -> Outcome:
         ran.append(body["metadata"]["resourceVersion"])
-        return Outcome(status={"phase": "Progressing"}, requeue_after=60)
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.PROGRESSING), requeue_after=60)
 
     monkeypatch.setattr(controller, "reconcile", record)
     clock = Clock()
@@ -200,7 +201,7 @@ def test_events_during_a_reconcile_coalesce_into_one_rerun(monkeypatch: pytest.M
         if len(calls) == 1:
             started.set()
             release.wait(5)
-        return Outcome(status={"phase": "Ready"})
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.READY))
 
     monkeypatch.setattr(controller, "reconcile", slow_reconcile)
     ctl = make_controller()
@@ -226,7 +227,7 @@ def test_an_object_deleted_during_its_reconcile_is_not_remembered(
         calls.append(body["metadata"]["resourceVersion"])
         started.set()
         release.wait(5)
-        return Outcome(status={"phase": "Ready"}, requeue_after=5)
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.READY), requeue_after=5)
 
     monkeypatch.setattr(controller, "reconcile", slow_reconcile)
     ctl = make_controller()
@@ -290,7 +291,7 @@ def analysing(source: SlowPrometheus) -> Any:
 
     def reconcile(body: Any, *_: Any, **__: Any) -> Outcome:
         source.query(body["metadata"]["name"])
-        return Outcome(status={"phase": "Progressing"})
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.PROGRESSING))
 
     return reconcile
 
@@ -310,7 +311,7 @@ def test_a_slow_prometheus_delays_no_other_due_reconcile(
     monkeypatch.setattr(controller, "reconcile", analysing(source))
     ctl = Controller(
         FakeKube(),  # type: ignore[arg-type]
-        OperatorSettings(due_workers=2),
+        OperatorConfig(due_workers=2),
         lambda _body: lambda *_: None,
     )
     try:
@@ -338,7 +339,7 @@ def test_a_due_reconcile_waiting_for_a_worker_is_not_queued_twice(
     monkeypatch.setattr(controller, "reconcile", analysing(source))
     ctl = Controller(
         FakeKube(),  # type: ignore[arg-type]
-        OperatorSettings(due_workers=1),
+        OperatorConfig(due_workers=1),
         lambda _body: lambda *_: None,
     )
     try:
@@ -359,9 +360,8 @@ def test_a_due_reconcile_waiting_for_a_worker_is_not_queued_twice(
 def test_a_pod_event_reconciles_its_owner_soon_only_when_its_trouble_changes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(
-        controller, "reconcile", lambda *a, **k: Outcome(status={"phase": "Pending"})
-    )
+    pending = Outcome(status=ModelDeploymentStatus(phase=Phase.PENDING))
+    monkeypatch.setattr(controller, "reconcile", lambda *a, **k: pending)
     ctl = make_controller()
     ctl.reconcile(md())  # a known ModelDeployment named iris
     assert ctl.requeues.due_in("u") is None
@@ -390,7 +390,7 @@ def test_a_modeldeployment_event_that_only_moves_its_status_reconciles_nothing(
 
     def reconcile(body: Any, *_: Any, **__: Any) -> Outcome:
         passes.append(body["metadata"]["resourceVersion"])
-        return Outcome(status={"phase": "Ready"})
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.READY))
 
     monkeypatch.setattr(controller, "reconcile", reconcile)
     ctl = make_controller()
@@ -410,9 +410,7 @@ def test_a_modeldeployment_event_that_only_moves_its_status_reconciles_nothing(
 
 def test_a_replica_that_does_not_lead_reconciles_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     passes: list[str] = []
-    monkeypatch.setattr(
-        controller, "reconcile", lambda b, *a, **k: passes.append("x") or Outcome(status={})
-    )
+    monkeypatch.setattr(controller, "reconcile", lambda b, *a, **k: passes.append("x") or Outcome())
     ctl = make_controller()
     leading = False
     ctl.leads = lambda: leading
@@ -434,13 +432,14 @@ def test_a_new_leader_forgets_the_statuses_it_wrote_when_it_last_led(
 
     def reconcile(body: Any, *_: Any, known_status: Any = None, **__: Any) -> Outcome:
         given.append(known_status)
-        return Outcome(status={"canary": {"step": 1}})
+        return Outcome(status=ModelDeploymentStatus(phase=Phase.PAUSED))
 
     monkeypatch.setattr(controller, "reconcile", reconcile)
     ctl = make_controller()
     ctl.reconcile(md("1"))
     ctl.reconcile(md("2"))
-    assert given == [None, {"canary": {"step": 1}}]  # while it leads, its own write is newest
+    # While it leads, its own write is the newest status.
+    assert given == [None, ModelDeploymentStatus(phase=Phase.PAUSED)]
     ctl.stopped_leading()
     ctl.started_leading()
     ctl.reconcile(md("3"))  # from a watch that may lag behind the other leader's writes
@@ -462,7 +461,7 @@ def test_a_body_older_than_one_reconciled_is_replaced_by_it(
 
     def reconcile(body: Any, *_: Any, **__: Any) -> Outcome:
         seen.append(body["metadata"]["resourceVersion"])
-        return Outcome(status={})
+        return Outcome()
 
     monkeypatch.setattr(controller, "reconcile", reconcile)
     ctl = make_controller()

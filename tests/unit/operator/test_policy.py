@@ -8,9 +8,9 @@ import pytest
 
 from modeldeploy.api import ModelDeployment
 from modeldeploy.cli import build_parser
+from modeldeploy.config import OperatorConfig, Policy
 from modeldeploy.policy import check_policy, image_allowed, policy_message
 from modeldeploy.runner import policy_of
-from modeldeploy.settings import OperatorSettings, Policy
 
 OPERATOR_IMAGE = "ghcr.io/modeldeploy/modeldeploy-server:0.1.0"
 SECRET_ENV = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}
@@ -27,7 +27,7 @@ def md(**spec: Any) -> ModelDeployment:
 
 
 def broken(policy: Policy, **spec: Any) -> list[tuple[str, str]]:
-    settings = OperatorSettings(server_image=OPERATOR_IMAGE, policy=policy)
+    settings = OperatorConfig(server_image=OPERATOR_IMAGE, policy=policy)
     return [(v.rule, v.field) for v in check_policy(md(**spec), settings)]
 
 
@@ -165,7 +165,7 @@ def test_an_allowed_image_entry_matches_only_at_a_name_boundary(
 
 
 def test_the_message_names_the_rule_the_field_and_the_value() -> None:
-    settings = OperatorSettings(policy=RESTRICTED)
+    settings = OperatorConfig(policy=RESTRICTED)
     message = policy_message(check_policy(md(service={"type": "LoadBalancer"}), settings))
     assert "nothing is created or changed" in message
     assert "spec.service.type 'LoadBalancer' is refused by policy.allowLoadBalancer" in message

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from modeldeploy.builders import STABLE, build_service
-from modeldeploy.reconcilers.rollout import TARGET_ANNOTATION, plan_rollout, read_contract
-from modeldeploy.rollout import Target
+from modeldeploy.config import OperatorConfig
+from modeldeploy.reconcilers.rollout_children import TARGET_ANNOTATION, plan_rollout, read_contract
 from modeldeploy.rollout.contract import (
     ContractError,
     ContractReading,
@@ -18,7 +18,7 @@ from modeldeploy.rollout.contract import (
     TensorContract,
     differences,
 )
-from modeldeploy.settings import OperatorSettings
+from modeldeploy.rollout.plan import desired_model, iso, model_key
 from tests.unit.operator.test_rollout_plan import (
     IRIS,
     OLD,
@@ -29,6 +29,7 @@ from tests.unit.operator.test_rollout_plan import (
     seen,
     stable_status,
     tick,
+    typed,
 )
 
 
@@ -285,7 +286,7 @@ def canary_deployment(md: Any, ready: int = 1) -> dict[str, Any]:
     return {
         "metadata": {
             "generation": 1,
-            "annotations": {TARGET_ANNOTATION: Target.of_spec(md).key()},
+            "annotations": {TARGET_ANNOTATION: model_key(desired_model(md))},
         },
         "spec": {"replicas": 1},
         "status": {
@@ -308,7 +309,7 @@ def test_the_reconciler_reads_a_ready_pod_of_each_track() -> None:
         ]
     )
     source = Metadata(**{"10_0_0_2": IRIS, "10_0_0_4": FIVE_FEATURES})
-    reading = read_contract(md, kube, status, canary_deployment(md), source)  # type: ignore[arg-type]
+    reading = read_contract(md, kube, typed(status), canary_deployment(md), source)  # type: ignore[arg-type]
     assert reading == ContractReading(stable=IRIS, canary=FIVE_FEATURES)
     assert source.read_from == ["10.0.0.2", "10.0.0.4"]
 
@@ -316,7 +317,9 @@ def test_the_reconciler_reads_a_ready_pod_of_each_track() -> None:
 def test_the_reconciler_says_which_pod_it_could_not_read() -> None:
     md, status = started()
     kube = Pods([pod("iris-b", "stable", "10.0.0.2"), pod("iris-canary-b", "canary", "10.0.0.9")])
-    reading = read_contract(md, kube, status, canary_deployment(md), Metadata(**{"10_0_0_2": IRIS}))  # type: ignore[arg-type]
+    reading = read_contract(
+        md, kube, typed(status), canary_deployment(md), Metadata(**{"10_0_0_2": IRIS})
+    )  # type: ignore[arg-type]
     assert reading is not None and reading.canary is None
     assert reading.error == (
         "cannot read the model metadata of the canary pod iris-canary-b (10.0.0.9): "
@@ -330,9 +333,10 @@ def test_the_reconciler_reads_nothing_once_checked_or_while_the_canary_rolls() -
     source = Metadata()
     rolling = canary_deployment(md)
     rolling["status"]["updatedReplicas"] = 0  # pods of another model still serve
-    assert read_contract(md, kube, status, rolling, source) is None  # type: ignore[arg-type]
-    checked = {**status, "canary": {**status["canary"], "contract": {"result": "Compatible"}}}
-    assert read_contract(md, kube, checked, canary_deployment(md), source) is None  # type: ignore[arg-type]
+    assert read_contract(md, kube, typed(status), rolling, source) is None  # type: ignore[arg-type]
+    contract = {"result": "Compatible", "time": iso(T0)}
+    checked = {**status, "canary": {**status["canary"], "contract": contract}}
+    assert read_contract(md, kube, typed(checked), canary_deployment(md), source) is None  # type: ignore[arg-type]
     assert source.read_from == []
 
 
@@ -364,8 +368,8 @@ def test_the_service_selects_a_canary_only_while_it_has_traffic(
     plan = plan_rollout(
         md,
         kube,
-        OperatorSettings(),
-        status,
+        OperatorConfig(),
+        typed(status),
         T0 + timedelta(seconds=1),
         Metadata(),  # type: ignore[arg-type]
     )

@@ -13,11 +13,20 @@ import pytest
 from scipy.stats import chi2, chi2_contingency
 
 from modeldeploy.api.rollout import AnalysisMetric
+from modeldeploy.api.status import AnalysisResult
 from modeldeploy.rollout.analysis import Sample, measure, render
-from modeldeploy.rollout.plan import analysis_window, iso
+from modeldeploy.rollout.plan import analysis_window, iso, model_key
 from modeldeploy.rollout.statistics import chi2_sf, homogeneity, jensen_shannon
 from modeldeploy.rollout.verdicts import increase_limit, judge
-from tests.unit.operator.test_rollout_plan import T0, decided, mdep, seen, stable_status, tick
+from tests.unit.operator.test_rollout_plan import (
+    T0,
+    decided,
+    mdep,
+    seen,
+    stable_status,
+    tick,
+    typed,
+)
 
 # --- bounds arithmetic ------------------------------------------------------------------------
 
@@ -200,10 +209,10 @@ def test_a_run_reads_both_tracks_for_a_relative_bound_and_says_the_counts() -> N
         canary={"requests": 120, "4xx": 120}, stable={"requests": 360, "4xx": 3}
     )
     [entry] = measure(md, source, T0, window=timedelta(seconds=25))
-    assert entry["result"] == "Failed"
-    assert (entry["value"], entry["stableValue"]) == (1.0, pytest.approx(3 / 360, abs=1e-6))
-    assert (entry["samples"], entry["stableSamples"], entry["window"]) == (120, 360, "25s")
-    assert entry["message"] == (
+    assert entry.result == "Failed"
+    assert (entry.value, entry.stable_value) == (1.0, pytest.approx(3 / 360, abs=1e-6))
+    assert (entry.samples, entry.stable_samples, entry.window) == (120, 360, "25s")
+    assert entry.message == (
         "canary 120 of 120 requests answered 4xx; stable 3 of 360 requests answered 4xx"
     )
     assert all("[25s]" in q or "offset 25s" in q for q in source.queries)
@@ -215,25 +224,25 @@ def test_a_relative_latency_bound_fails_a_slower_canary_whose_absolute_latency_p
         canary={"requests": 200, "p99": 0.048}, stable={"requests": 200, "p99": 0.032}
     )
     [entry] = measure(md, source, T0)
-    assert (entry["result"], entry["value"], entry["stableValue"]) == ("Failed", 0.048, 0.032)
+    assert (entry.result, entry.value, entry.stable_value) == ("Failed", 0.048, 0.032)
 
 
 def test_drift_compares_predictions_and_says_how_many() -> None:
     md = analysed([{"name": "prediction-drift", "max": 0.1}])
     same = {"0": 70, "1": 20, "2": 10}
     [entry] = measure(md, FakePrometheus(canary={"classes": same}, stable={"classes": same}), T0)
-    assert (entry["result"], entry["value"], entry["pValue"]) == ("Passed", 0.0, 1.0)
-    assert entry["message"].startswith("compared 100 canary and 100 stable predictions")
+    assert (entry.result, entry.value, entry.p_value) == ("Passed", 0.0, 1.0)
+    assert entry.message.startswith("compared 100 canary and 100 stable predictions")
     rotated = {"0": 10, "1": 70, "2": 20}
     source = FakePrometheus(canary={"classes": rotated}, stable={"classes": same})
     [entry] = measure(md, source, T0)
-    assert entry["result"] == "Failed" and entry["pValue"] < 1e-6
+    assert entry.result == "Failed" and entry.p_value < 1e-6
     # the same shift on a dozen predictions is within chance: no verdict yet
     few = FakePrometheus(
         canary={"classes": {"0": 1, "1": 7, "2": 2}}, stable={"classes": {"0": 7, "1": 2, "2": 1}}
     )
     [entry] = measure(md, few, T0)
-    assert entry["result"] == "Inconclusive" and entry["samples"] == 10
+    assert entry.result == "Inconclusive" and entry.samples == 10
 
 
 def test_no_request_at_all_is_zero_samples_for_every_built_in() -> None:
@@ -246,7 +255,7 @@ def test_no_request_at_all_is_zero_samples_for_every_built_in() -> None:
         ]
     )
     runs = measure(md, FakePrometheus(stable={"requests": 50, "classes": {"0": 50}}), T0)
-    assert [(r["result"], r["samples"]) for r in runs] == [("Inconclusive", 0)] * 4
+    assert [(r.result, r.samples) for r in runs] == [("Inconclusive", 0)] * 4
 
 
 def test_placeholders_take_the_window() -> None:
@@ -260,7 +269,7 @@ def test_placeholders_take_the_window() -> None:
 ANALYSIS = {"interval": "10s", "failureLimit": 2, "metrics": [{"name": "error-rate", "max": 0.05}]}
 
 
-def run(result: str, samples: int, at: float) -> list[dict[str, Any]]:
+def run(result: str, samples: int, at: float) -> list[AnalysisResult]:
     entry: dict[str, Any] = {
         "name": "error-rate", "max": 0.05, "samples": samples, "result": result,
         "time": iso(T0 + timedelta(seconds=at)),
@@ -269,26 +278,26 @@ def run(result: str, samples: int, at: float) -> list[dict[str, Any]]:
         entry["value"] = 0.0
     elif samples:
         entry["message"] = f"too few samples from the canary: {samples} of the 100 (minSamples)"
-    return [entry]
+    return [AnalysisResult.model_validate(entry)]
 
 
 def test_runs_with_too_few_samples_widen_the_window_until_one_counts() -> None:
     md = mdep(steps=[{"setWeight": 50}], analysis=ANALYSIS)
     status = tick(md, stable_status(), seen())
-    assert analysis_window(md, status, T0 + timedelta(seconds=10)) == timedelta(seconds=10)
+    assert analysis_window(md, typed(status), T0 + timedelta(seconds=10)) == timedelta(seconds=10)
     status = tick(md, status, seen(10, canary_ready=2, analysis=run("Inconclusive", 40, 10)))
     assert status["canary"]["windowStart"] == iso(T0)  # the evidence so far is kept
-    assert analysis_window(md, status, T0 + timedelta(seconds=20)) == timedelta(seconds=20)
+    assert analysis_window(md, typed(status), T0 + timedelta(seconds=20)) == timedelta(seconds=20)
     status = tick(md, status, seen(20, canary_ready=2, analysis=run("Passed", 110, 20)))
     assert status["canary"]["windowStart"] == iso(T0 + timedelta(seconds=20))
-    assert analysis_window(md, status, T0 + timedelta(seconds=30)) == timedelta(seconds=10)
+    assert analysis_window(md, typed(status), T0 + timedelta(seconds=30)) == timedelta(seconds=10)
     assert status["canary"]["state"] == "Promoting"
 
 
 def test_the_window_never_exceeds_the_progress_deadline() -> None:
     md = mdep(analysis=ANALYSIS, progressDeadline="1m")
     status = tick(md, stable_status(), seen())
-    assert analysis_window(md, status, T0 + timedelta(hours=3)) == timedelta(minutes=1)
+    assert analysis_window(md, typed(status), T0 + timedelta(hours=3)) == timedelta(minutes=1)
 
 
 @pytest.mark.parametrize(
@@ -313,7 +322,7 @@ def test_without_traffic_the_deadline_decides_by_policy(
     status = tick(md, status, seen(75, canary_ready=2, analysis=run("Inconclusive", 0, 75)))
     if policy == "Promote":
         assert ("Normal", "PromotedWithoutTraffic") in [e[:2] for e in decided(status).events]
-        key = decided(status).stable_target.key()
+        key = model_key(decided(status).stable_target)
         status = tick(md, status, seen(80, canary_ready=2, stable_runs=key))
     entry = status["history"][0]
     assert entry["result"] == result and says in entry["message"], entry

@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from modeldeploy.api import ModelDeployment
-from modeldeploy.rollout import Observations, Target, advance, analysis_due
+from modeldeploy.api import ModelDeployment, ModelDeploymentStatus
+from modeldeploy.api.status import AnalysisResult
+from modeldeploy.rollout import Observations, advance, analysis_due
 from modeldeploy.rollout.contract import ContractReading, ModelContract, TensorContract
-from modeldeploy.rollout.plan import Decision, canary_replicas, iso
+from modeldeploy.rollout.plan import Decision, canary_replicas, desired_model, iso, model_key
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 OLD = "https://models.example.com/iris/1/model.onnx"
@@ -49,8 +51,20 @@ def mdep(
     )
 
 
+def wire(model: BaseModel) -> dict[str, Any]:
+    """A status model as the API stores it."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def typed(status: dict[str, Any]) -> ModelDeploymentStatus:
+    """The stored status as the operator reads it."""
+    return ModelDeploymentStatus.model_validate(
+        {k: v for k, v in status.items() if k != "_decision"}
+    )
+
+
 def stable_status(md: ModelDeployment | None = None) -> dict[str, Any]:
-    return {"stable": Target.of_spec(md or mdep(OLD)).to_status()}
+    return {"stable": wire(desired_model(md or mdep(OLD)))}
 
 
 IRIS = ModelContract(
@@ -74,13 +88,14 @@ def seen(seconds: float = 0, **fields: Any) -> Observations:
 
 
 def tick(md: ModelDeployment, status: dict[str, Any], obs: Observations) -> dict[str, Any]:
-    """Apply a decision to the status as the reconciler does; return the new status."""
-    decision = advance(md, status, obs)
-    new = {k: v for k, v in status.items() if k not in ("stable", "canary", "history")}
+    """Apply a decision to the status as the reconciler does; return the new status, as
+    stored (the next tick reads it back through the API models)."""
+    decision = advance(md, typed(status), obs)
+    new = {k: v for k, v in status.items() if k not in ("stable", "canary", "history", "_decision")}
     for key in ("stable", "canary", "history"):
         value = getattr(decision, key)
         if value:
-            new[key] = value
+            new[key] = [wire(v) for v in value] if isinstance(value, list) else wire(value)
     new["_decision"] = decision
     return new
 
@@ -91,22 +106,24 @@ def decided(status: dict[str, Any]) -> Decision:
     return decision
 
 
-def run(result: str, value: float | None = 0.0) -> list[dict[str, Any]]:
+def run(result: str, value: float | None = 0.0) -> list[AnalysisResult]:
     entry: dict[str, Any] = {"name": "error-rate", "max": 0.05, "result": result, "time": iso(T0)}
     if value is not None:
         entry["value"] = value
-    return [entry]
+    return [AnalysisResult.model_validate(entry)]
 
 
-def passed_run(at: float) -> list[dict[str, Any]]:
+def passed_run(at: float) -> list[AnalysisResult]:
     return [
-        {
-            "name": "error-rate",
-            "value": 0.0,
-            "max": 0.05,
-            "result": "Passed",
-            "time": iso(T0 + timedelta(seconds=at)),
-        }
+        AnalysisResult.model_validate(
+            {
+                "name": "error-rate",
+                "value": 0.0,
+                "max": 0.05,
+                "result": "Passed",
+                "time": iso(T0 + timedelta(seconds=at)),
+            }
+        )
     ]
 
 
@@ -115,22 +132,22 @@ def passed_run(at: float) -> list[dict[str, Any]]:
 
 def test_the_first_model_is_deployed_directly() -> None:
     md = mdep(NEW)
-    decision = advance(md, {}, seen())
+    decision = advance(md, ModelDeploymentStatus(), seen())
     assert decision.canary is None and decision.canary_target is None
-    assert decision.stable_target == Target.of_spec(md)
+    assert decision.stable_target == desired_model(md)
     assert decision.stable is None  # recorded by the status once ready
 
 
 def test_nothing_changes_when_the_spec_is_the_stable_model() -> None:
     md = mdep(OLD)
-    decision = advance(md, stable_status(), seen())
+    decision = advance(md, typed(stable_status()), seen())
     assert decision.canary is None and decision.events == []
     assert decision.stable_target.uri == OLD and decision.requeue_after is None
 
 
 def test_rolling_strategy_replaces_the_stable_track_in_place() -> None:
     md = mdep(NEW, strategy="Rolling")
-    decision = advance(md, stable_status(), seen())
+    decision = advance(md, typed(stable_status()), seen())
     assert decision.canary is None and decision.stable_target.uri == NEW
 
 
@@ -209,7 +226,7 @@ def test_promotion_finishes_when_every_stable_pod_runs_the_new_model() -> None:
     assert status["canary"]["state"] == "Promoting"
     status = tick(md, status, seen(5, canary_ready=2, stable_runs=None))
     assert status["canary"]["state"] == "Promoting"
-    key = Target.of_spec(md).key()
+    key = model_key(desired_model(md))
     status = tick(md, status, seen(9, canary_ready=2, stable_runs=key))
     decision = decided(status)
     assert "canary" not in status and decision.canary_target is None
@@ -227,11 +244,11 @@ def test_promotion_finishes_when_every_stable_pod_runs_the_new_model() -> None:
 def test_analysis_is_due_one_interval_after_the_start_and_after_each_run() -> None:
     md = mdep(analysis=ANALYSIS)
     status = tick(md, stable_status(), seen())
-    assert not analysis_due(md, status, T0 + timedelta(seconds=9))
-    assert analysis_due(md, status, T0 + timedelta(seconds=10))
+    assert not analysis_due(md, typed(status), T0 + timedelta(seconds=9))
+    assert analysis_due(md, typed(status), T0 + timedelta(seconds=10))
     status = tick(md, status, seen(10, canary_ready=1, analysis=passed_run(10)))
-    assert not analysis_due(md, status, T0 + timedelta(seconds=15))
-    assert analysis_due(md, status, T0 + timedelta(seconds=20))
+    assert not analysis_due(md, typed(status), T0 + timedelta(seconds=15))
+    assert analysis_due(md, typed(status), T0 + timedelta(seconds=20))
 
 
 def test_failed_checks_reaching_the_limit_roll_back_with_the_values() -> None:
@@ -388,6 +405,9 @@ def test_an_autoscaled_stable_track_keeps_its_replicas_to_the_autoscaler() -> No
 
 def test_a_routing_error_without_a_rollout_is_degraded_too() -> None:
     md = mdep(OLD, routing=True)
-    decision = advance(md, stable_status(), seen(routing_error="no HTTPRoute"))
+    decision = advance(md, typed(stable_status()), seen(routing_error="no HTTPRoute"))
     assert decision.degraded == ("TrafficRoutingUnavailable", "no HTTPRoute")
-    assert advance(md, {}, seen(routing_error="no HTTPRoute")).degraded is not None
+    assert (
+        advance(md, ModelDeploymentStatus(), seen(routing_error="no HTTPRoute")).degraded
+        is not None
+    )

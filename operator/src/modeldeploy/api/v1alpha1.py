@@ -1,9 +1,11 @@
 """ModelDeployment v1alpha1: the top-level object, its spec, and every model of the API.
 
 These models are the single source of truth of the API: `modeldeploy.api.crd` generates the
-CRD from them, and the operator parses every object through `ModelDeployment.model_validate`
-(and writes status with `ModelDeploymentStatus.to_dict()`). Field descriptions become
-`kubectl explain` text: write them for the user.
+CRD from them, and the operator parses every object through `ModelDeployment.model_validate`.
+The operator computes a whole `ModelDeploymentStatus` each pass and serialises it once, with
+`to_dict()`, into a merge patch of the status subresource (fields it drops sent as null), sent
+only when it differs from the stored status. Field descriptions become `kubectl explain` text:
+write them for the user.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from modeldeploy.builders.names import (
     selector_labels,
     standard_labels,
 )
-from modeldeploy.settings import OperatorSettings
+from modeldeploy.config import OperatorConfig
 
 MODEL_DIR = "/models"
 MODEL_FILE = "model.onnx"
@@ -135,7 +135,7 @@ def grace_period(md: ModelDeployment) -> int:
     return shutdown.drain_seconds + shutdown.timeout_seconds + GRACE_MARGIN
 
 
-def _server_args(md: ModelDeployment, settings: OperatorSettings) -> list[str]:
+def _server_args(md: ModelDeployment, settings: OperatorConfig) -> list[str]:
     model = md.spec.model
     shutdown = shutdown_of(md)
     args = [
@@ -181,12 +181,12 @@ def _source_claims(md: ModelDeployment) -> list[tuple[str, str]]:
     return found
 
 
-def model_size_limit(md: ModelDeployment, settings: OperatorSettings) -> int:
+def model_size_limit(md: ModelDeployment, settings: OperatorConfig) -> int:
     """Bytes the fetch may download per file: spec.model.sizeLimit or the operator's default."""
     return int(parse_quantity(md.spec.model.size_limit or settings.model_size_limit))
 
 
-def model_volume_size(md: ModelDeployment, settings: OperatorSettings) -> str:
+def model_volume_size(md: ModelDeployment, settings: OperatorConfig) -> str:
     """``emptyDir.sizeLimit`` of the model volume: the download cap for each file it holds
     (the model, and the profile when there is one) plus a margin.
 
@@ -201,7 +201,7 @@ def model_volume_size(md: ModelDeployment, settings: OperatorSettings) -> str:
 
 
 def _fetch_container(
-    md: ModelDeployment, image: str, pull: dict[str, Any], settings: OperatorSettings
+    md: ModelDeployment, image: str, pull: dict[str, Any], settings: OperatorConfig
 ) -> dict[str, Any]:
     model = md.spec.model
     args = [
@@ -241,7 +241,7 @@ def _fetch_container(
 
 
 def _server_container(
-    md: ModelDeployment, track: Track, image: str, pull: dict[str, Any], settings: OperatorSettings
+    md: ModelDeployment, track: Track, image: str, pull: dict[str, Any], settings: OperatorConfig
 ) -> dict[str, Any]:
     def probe(path: str, **timing: int) -> dict[str, Any]:
         return {"httpGet": {"path": path, "port": "http"}, **timing}
@@ -269,7 +269,7 @@ def _server_container(
     }
 
 
-def _pod_spec(md: ModelDeployment, track: Track, settings: OperatorSettings) -> dict[str, Any]:
+def _pod_spec(md: ModelDeployment, track: Track, settings: OperatorConfig) -> dict[str, Any]:
     runtime = md.spec.runtime
     image = (runtime.image if runtime else None) or settings.server_image
     pull = (
@@ -314,7 +314,7 @@ def _pod_spec(md: ModelDeployment, track: Track, settings: OperatorSettings) -> 
 def build_deployment(
     md: ModelDeployment,
     track: Track = STABLE,
-    settings: OperatorSettings | None = None,
+    settings: OperatorConfig | None = None,
     *,
     replicas: int | None = None,
 ) -> dict[str, Any]:
@@ -323,7 +323,7 @@ def build_deployment(
     ``replicas`` is left out when an autoscaler owns the pod count (pass None); the rollout
     passes an explicit count for each track during a canary.
     """
-    settings = settings or OperatorSettings()
+    settings = settings or OperatorConfig()
     template = md.spec.pod_template
     pod_labels = {
         **(template.labels if template and template.labels else {}),

@@ -11,13 +11,13 @@ from modeldeploy.builders.names import (
     selector_labels,
     service_name,
 )
-from modeldeploy.settings import OperatorSettings
+from modeldeploy.config import OperatorConfig
 
 
 def build_service(
     md: ModelDeployment,
     track: Track | None = None,
-    settings: OperatorSettings | None = None,
+    settings: OperatorConfig | None = None,
     *,
     only: Track | None = None,
 ) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def build_service(
     ServiceMonitor use. With Gateway API routing, traffic through the Gateway is split exactly
     by the HTTPRoute over the per-track Services. ``only`` keeps the main Service to one
     track's pods: the rollout keeps it to the stable track unless the canary has traffic."""
-    settings = settings or OperatorSettings()
+    settings = settings or OperatorConfig()
     extra: dict[str, Any] = {}
     if md.spec.service.annotations:
         extra["annotations"] = dict(md.spec.service.annotations)

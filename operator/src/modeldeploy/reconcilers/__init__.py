@@ -15,22 +15,24 @@ from modeldeploy.api import (
     API_VERSION,
     KIND,
     PROMOTE_ANNOTATION,
+    ConditionType,
     ModelDeployment,
+    ModelDeploymentStatus,
+    Phase,
 )
 from modeldeploy.builders import CANARY, STABLE, deployment_name
 from modeldeploy.builders.names import name_of, namespace_of
+from modeldeploy.config import OperatorConfig
 from modeldeploy.kube import Kube
 from modeldeploy.policy import check_policy, policy_message
 from modeldeploy.reconcilers.children import MayExist, reconcile_children, serving_pods
-from modeldeploy.reconcilers.rollout import plan_rollout, routing_error, with_routing_error
-from modeldeploy.reconcilers.status import (
+from modeldeploy.reconcilers.observed_status import (
     Observed,
     compute_status,
     invalid_status,
     transitions,
 )
-from modeldeploy.rollout.plan import iso
-from modeldeploy.settings import OperatorSettings
+from modeldeploy.reconcilers.rollout_children import plan_rollout, routing_error, with_routing_error
 
 __all__ = ["EventSink", "MayExist", "Outcome", "plain", "reconcile", "write_status"]
 
@@ -45,8 +47,8 @@ class Outcome:
     applied: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     status_written: bool = False
-    phase: str | None = None
-    status: dict[str, Any] = field(default_factory=dict)
+    phase: Phase | None = None
+    status: ModelDeploymentStatus = field(default_factory=ModelDeploymentStatus)
     """The status now stored on the object."""
     requeue_after: float | None = None
     """Seconds after which the object must be reconciled again even if nothing changes
@@ -70,33 +72,49 @@ def _validation_message(error: ValidationError) -> str:
     return "the spec is invalid: " + "; ".join(parts)
 
 
+def _stored(status: dict[str, Any]) -> ModelDeploymentStatus | None:
+    """The stored status, read through the API model; None if it cannot be (the API server
+    validates status too, so only a hand-edited object gets here): nothing of it is kept."""
+    try:
+        return ModelDeploymentStatus.model_validate(status)
+    except ValidationError:
+        return None
+
+
 def write_status(
     kube: Kube,
     body: dict[str, Any],
-    status: dict[str, Any],
+    status: ModelDeploymentStatus,
     emit: EventSink,
 ) -> bool:
     """Write ``status`` if it differs from the stored one (one request); post an Event per
-    condition transition. Returns whether anything was written."""
+    condition transition. Returns whether anything was written.
+
+    The one place status is serialised (``to_dict``: camelCase, unset fields left out): the
+    stored status and the new one are compared as the API stores them, so an unchanged world
+    writes nothing."""
     previous = body.get("status") or {}
-    if status == previous:
+    wire = status.to_dict()
+    if wire == previous:
         return False
     meta = body["metadata"]
     # Null what this status drops, even if the remembered previous status lacked it.
-    dropped = (set(previous) | {"canary", "stable", "history"}) - set(status)
-    patch = {**dict.fromkeys(dropped), **status}
+    dropped = (set(previous) | {"canary", "stable", "history"}) - set(wire)
+    patch = {**dict.fromkeys(dropped), **wire}
     kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], patch)
-    before = {c["type"]: c["status"] for c in previous.get("conditions") or []}
-    for condition in transitions(previous.get("conditions"), status.get("conditions", [])):
-        kind, state = condition["type"], condition["status"]
-        if kind == "Degraded" and state == "True":
-            emit("Warning", condition["reason"], condition["message"])
-        elif kind == "Ready" and state == "True":
-            emit("Normal", condition["reason"], condition["message"])
-        elif kind in ("Ready", "Degraded") and before.get(kind) == "True":
+    before = (_stored(previous) or ModelDeploymentStatus()).conditions
+    was_true = {c.type for c in before or [] if c.status == "True"}
+    watched = (ConditionType.READY, ConditionType.DEGRADED)
+    for condition in transitions(before, status.conditions or []):
+        kind, state = condition.type, condition.status
+        if kind == ConditionType.DEGRADED and state == "True":
+            emit("Warning", condition.reason, condition.message)
+        elif kind == ConditionType.READY and state == "True":
+            emit("Normal", condition.reason, condition.message)
+        elif kind in watched and kind in was_true:
             # Lost readiness, or recovered from a problem: worth an Event. A new object's
             # first "not ready yet" is not.
-            emit("Normal", condition["reason"], condition["message"])
+            emit("Normal", condition.reason, condition.message)
     return True
 
 
@@ -114,8 +132,8 @@ def _refuse(kube: Kube, raw: dict[str, Any], emit: EventSink, reason: str, messa
     """Report a spec the operator will not act on (Failed, Degraded with ``reason``, a
     Warning Event on the transition) and leave its children as they are."""
     generation = int(raw["metadata"].get("generation", 0))
-    status = invalid_status(generation, message, raw.get("status"), reason=reason)
-    outcome = Outcome(phase="Failed", status=status)
+    status = invalid_status(generation, message, _stored(raw.get("status") or {}), reason=reason)
+    outcome = Outcome(phase=Phase.FAILED, status=status)
     outcome.status_written = write_status(kube, raw, status, emit)
     return outcome
 
@@ -123,10 +141,10 @@ def _refuse(kube: Kube, raw: dict[str, Any], emit: EventSink, reason: str, messa
 def reconcile(
     body: Mapping[str, Any],
     kube: Kube,
-    settings: OperatorSettings,
+    settings: OperatorConfig,
     emit: EventSink,
     *,
-    known_status: dict[str, Any] | None = None,
+    known_status: ModelDeploymentStatus | None = None,
     may_exist: MayExist | None = None,
 ) -> Outcome:
     """One level-based pass over a ModelDeployment. Raises only for transient API errors.
@@ -136,7 +154,7 @@ def reconcile(
     """
     raw = plain(body)
     if known_status is not None:
-        raw["status"] = known_status
+        raw["status"] = known_status.to_dict()
     try:
         md = ModelDeployment.model_validate(raw)
     except ValidationError as error:
@@ -148,7 +166,7 @@ def reconcile(
 
     outcome = Outcome()
 
-    previous = raw.get("status") or {}
+    previous = md.status or ModelDeploymentStatus()
     now = datetime.now(UTC)
     plan = plan_rollout(md, kube, settings, previous, now)
     children = reconcile_children(
@@ -177,13 +195,13 @@ def reconcile(
     wanted = (deployment or {}).get("spec", {}).get("replicas", 1)
     if deployment is not None and ready < wanted:
         seen.pods = serving_pods(kube, md)
-    status = compute_status(md, seen, previous, now=iso(now))
+    status = compute_status(md, seen, previous, now=now)
     outcome.status_written = write_status(kube, raw, status, emit)
     for kind, reason, message in plan.decision.events:
         emit(kind, reason, message)
     if plan.decision.clear_annotations:
         clear_rollout_annotations(kube, md)
-    outcome.phase, outcome.status = status["phase"], status
+    outcome.phase, outcome.status = status.phase, status
     outcome.requeue_after = plan.decision.requeue_after
     if outcome.applied or outcome.deleted or outcome.status_written:
         log.info(

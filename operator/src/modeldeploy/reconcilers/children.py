@@ -24,9 +24,9 @@ from modeldeploy.builders import (
 )
 from modeldeploy.builders.deployment import desired_replicas
 from modeldeploy.builders.names import LABEL_DEPLOYMENT, LABEL_TRACK, name_of, namespace_of
+from modeldeploy.config import OperatorConfig
 from modeldeploy.kube import Kube, error_message, is_transient
 from modeldeploy.reconcilers.compare import needs_apply, with_hash
-from modeldeploy.settings import OperatorSettings
 
 log = logging.getLogger("modeldeploy.reconcile")
 
@@ -119,7 +119,7 @@ def ensure_absent(
 def reconcile_children(
     md: ModelDeployment,
     kube: Kube,
-    settings: OperatorSettings,
+    settings: OperatorConfig,
     *,
     deployments: list[dict[str, Any]] | None = None,
     service: dict[str, Any] | None = None,

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from modeldeploy.api import ModelDeployment, parse_duration
 from modeldeploy.api.rollout import AnalysisMetric
+from modeldeploy.api.status import AnalysisResult
 from modeldeploy.rollout.plan import iso
 from modeldeploy.rollout.statistics import homogeneity, jensen_shannon
 from modeldeploy.rollout.verdicts import judge
@@ -260,7 +261,7 @@ def measure(
     *,
     window: timedelta | None = None,
     unavailable: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[AnalysisResult]:
     """One analysis run over the ``window`` ending now (default: the interval): every metric
     of ``md``'s analysis, as ``status.canary.analysis``."""
     analysis = md.spec.rollout.analysis
@@ -285,8 +286,7 @@ def measure(
             _Reader(md, source, seconds).read(metric, entry)
         except AnalysisError as error:
             entry.update(result="Inconclusive", message=str(error)[:1024])
-            results.append(entry)
-            continue
-        judge(metric, entry)
-        results.append(entry)
+        else:
+            judge(metric, entry)
+        results.append(AnalysisResult.model_validate(entry))
     return results

@@ -1,4 +1,4 @@
-"""The rollout's state and the step function's vocabulary: what a track runs (``Target``),
+"""The rollout's state and the step function's vocabulary: what a track runs (``ModelStatus``),
 what a tick observed (``Observations``) and what it decided (``Decision``). Pure."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from modeldeploy.api import ModelDeployment
+from modeldeploy.api import CanaryStatus, HistoryEntry, ModelDeployment, ModelStatus
+from modeldeploy.api.status import AnalysisResult
 from modeldeploy.rollout.contract import ContractReading
 
 __all__ = [
@@ -19,15 +19,20 @@ __all__ = [
     "Decision",
     "Event",
     "Observations",
-    "Target",
     "canary_replicas",
+    "describe_model",
+    "desired_model",
     "entry",
     "iso",
     "last_analysis",
+    "model_key",
+    "model_of",
     "parse_time",
     "record",
     "rollback_message",
+    "same_model",
     "stable_share",
+    "stamp",
     "template_hash",
 ]
 
@@ -40,6 +45,11 @@ Event = tuple[str, str, str]
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def stamp(moment: datetime) -> datetime:
+    """``moment`` as status stores it: UTC, whole seconds."""
+    return moment.astimezone(UTC).replace(microsecond=0)
 
 
 def parse_time(value: Any) -> datetime:
@@ -58,53 +68,39 @@ def template_hash(md: ModelDeployment) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Target:
-    """One version of what a track serves: the model file and the serving settings."""
+def desired_model(md: ModelDeployment) -> ModelStatus:
+    """What the spec asks the pods to run: the model file and the serving settings."""
+    model = md.spec.model
+    return ModelStatus(
+        uri=model.uri, sha256=model.sha256, version=model.version, template_hash=template_hash(md)
+    )
 
-    uri: str
-    sha256: str | None = None
-    version: str | None = None
-    template_hash: str | None = None
 
-    @classmethod
-    def of_spec(cls, md: ModelDeployment) -> Target:
-        model = md.spec.model
-        return cls(model.uri, model.sha256, model.version, template_hash(md))
+def model_of(track: ModelStatus | CanaryStatus) -> ModelStatus:
+    """The model a track runs (the canary's status carries its model beside its progress)."""
+    if isinstance(track, ModelStatus):
+        return track
+    return ModelStatus(
+        uri=track.uri, sha256=track.sha256, version=track.version, template_hash=track.template_hash
+    )
 
-    @classmethod
-    def of_status(cls, data: Mapping[str, Any]) -> Target:
-        return cls(
-            str(data["uri"]), data.get("sha256"), data.get("version"), data.get("templateHash")
-        )
 
-    def to_status(self) -> dict[str, Any]:
-        fields = {
-            "uri": self.uri,
-            "sha256": self.sha256,
-            "version": self.version,
-            "templateHash": self.template_hash,
-        }
-        return {k: v for k, v in fields.items() if v is not None}
+def same_model(one: ModelStatus | CanaryStatus, other: ModelStatus | CanaryStatus) -> bool:
+    """Same model and settings. A missing template hash (a status written before hashes
+    existed) matches any: an operator upgrade must not start rollouts by itself."""
+    same_file = (one.uri, one.sha256, one.version) == (other.uri, other.sha256, other.version)
+    hashes = (one.template_hash, other.template_hash)
+    return same_file and (None in hashes or hashes[0] == hashes[1])
 
-    def matches(self, other: Target) -> bool:
-        """Same model and settings. A missing template hash (a status written before hashes
-        existed) matches any: an operator upgrade must not start rollouts by itself."""
-        same_model = (self.uri, self.sha256, self.version) == (
-            other.uri,
-            other.sha256,
-            other.version,
-        )
-        hashes = (self.template_hash, other.template_hash)
-        return same_model and (None in hashes or hashes[0] == hashes[1])
 
-    def key(self) -> str:
-        """A short stable identifier, stamped on the Deployment that runs this target."""
-        raw = json.dumps(self.to_status(), sort_keys=True).encode()
-        return hashlib.sha256(raw).hexdigest()[:16]
+def model_key(model: ModelStatus | CanaryStatus) -> str:
+    """A short stable identifier, stamped on the Deployment that runs this model."""
+    wire = model_of(model).model_dump(mode="json", by_alias=True, exclude_none=True)
+    return hashlib.sha256(json.dumps(wire, sort_keys=True).encode()).hexdigest()[:16]
 
-    def describe(self) -> str:
-        return self.uri + (f" (version {self.version})" if self.version else "")
+
+def describe_model(model: ModelStatus | CanaryStatus) -> str:
+    return model.uri + (f" (version {model.version})" if model.version else "")
 
 
 @dataclass
@@ -118,8 +114,8 @@ class Observations:
     canary_ready: int = 0
     """Ready pods of the canary Deployment, when it runs the canary target."""
     stable_runs: str | None = None
-    """``Target.key()`` of what every stable pod runs, all ready (None while they roll)."""
-    analysis: list[dict[str, Any]] | None = None
+    """``model_key`` of what every stable pod runs, all ready (None while they roll)."""
+    analysis: list[AnalysisResult] | None = None
     """This tick's analysis run (``status.canary.analysis`` entries), when one was due."""
     analysis_error: str | None = None
     """Why analysis cannot run at all (e.g. no Prometheus address)."""
@@ -136,13 +132,13 @@ class Observations:
 class Decision:
     """The next rollout state and what the children must look like."""
 
-    stable_target: Target
-    canary: dict[str, Any] | None = None
-    stable: dict[str, Any] | None = None
+    stable_target: ModelStatus
+    canary: CanaryStatus | None = None
+    stable: ModelStatus | None = None
     """``status.stable`` (None: left to the status computation, which records the first model
     once it is ready)."""
-    history: list[dict[str, Any]] = field(default_factory=list)
-    canary_target: Target | None = None
+    history: list[HistoryEntry] = field(default_factory=list)
+    canary_target: ModelStatus | None = None
     """What the canary Deployment runs; None when there must be no canary Deployment."""
     canary_replicas: int = 0
     stable_replicas: int | None = None
@@ -177,38 +173,37 @@ def stable_share(total: int, canary: int) -> int:
     return max(1, total - canary)
 
 
-def last_analysis(canary: Mapping[str, Any]) -> datetime | None:
+def last_analysis(canary: CanaryStatus) -> datetime | None:
     """When the latest analysis run was made, if any."""
-    times = [parse_time(r["time"]) for r in canary.get("analysis") or ()]
+    times = [parse_time(r.time) for r in canary.analysis or ()]
     return max(times) if times else None
 
 
 def entry(
-    target: Target,
-    canary: Mapping[str, Any],
-    result: str,
+    model: ModelStatus,
+    canary: CanaryStatus,
+    result: Literal["Promoted", "RolledBack", "Superseded"],
     reason: str,
     message: str,
     now: datetime,
-) -> dict[str, Any]:
-    return {
-        "model": target.to_status(),
-        "result": result,
-        "reason": reason,
-        "message": message[:4096],
-        "startedAt": canary.get("startedAt"),
-        "time": iso(now),
-    }
+) -> HistoryEntry:
+    return HistoryEntry(
+        model=model,
+        result=result,
+        reason=reason,
+        message=message[:4096],
+        started_at=canary.started_at,
+        time=stamp(now),
+    )
 
 
-def record(decision: Decision, entry: dict[str, Any]) -> None:
+def record(decision: Decision, entry: HistoryEntry) -> None:
     decision.history = [entry, *decision.history][:HISTORY_LIMIT]
 
 
-def rollback_message(entry: Mapping[str, Any], stable: Target) -> str:
-    model = Target.of_status(entry["model"])
+def rollback_message(entry: HistoryEntry, stable: ModelStatus) -> str:
     return (
-        f"Rolled back {model.describe()}: {entry.get('message') or entry['reason']}. "
-        f"The stable track serves {stable.describe()}. Change spec.model (or the pod template) "
-        "to roll out again."
+        f"Rolled back {describe_model(entry.model)}: {entry.message or entry.reason}. "
+        f"The stable track serves {describe_model(stable)}. Change spec.model (or the pod "
+        "template) to roll out again."
     )

@@ -2,17 +2,19 @@
 
 Pure: a measurement is a ``status.canary.analysis`` entry (``value``, ``samples`` and, for a
 comparison with the stable track, ``stableValue``, ``stableSamples``, ``pValue``); ``judge``
-fills in ``result`` and ``message``. The order of the questions is the point: no data, then
-too few samples (Inconclusive, never a pass or a failure), then the bounds.
+fills in ``result`` and ``message`` of the entry under construction (``describe`` and
+``summary`` say what a finished ``AnalysisResult`` measured). The order of the questions is
+the point: no data, then too few samples (Inconclusive, never a pass or a failure), then the
+bounds.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 from modeldeploy.api.rollout import AnalysisMetric, parse_increase
+from modeldeploy.api.status import AnalysisResult
 
 __all__ = [
     "SIGNIFICANCE",
@@ -84,27 +86,27 @@ def judge(metric: AnalysisMetric, entry: dict[str, Any]) -> None:
     return None
 
 
-def _bounds(entry: Mapping[str, Any]) -> str:
-    parts = [f"{k} {entry[k]:g}" for k in ("min", "max") if entry.get(k) is not None]
-    if entry.get("maxIncrease") is not None and entry.get("stableValue") is not None:
-        parts.append(f"stable {entry['stableValue']:.4g} + at most {entry['maxIncrease']}")
+def _bounds(result: AnalysisResult) -> str:
+    parts = [f"{k} {v:g}" for k, v in (("min", result.min), ("max", result.max)) if v is not None]
+    if result.max_increase is not None and result.stable_value is not None:
+        parts.append(f"stable {result.stable_value:.4g} + at most {result.max_increase}")
     return ", ".join(parts)
 
 
-def describe(entry: Mapping[str, Any]) -> str:
+def describe(result: AnalysisResult) -> str:
     """'latency-p99 = 0.049 (max 1, stable 0.024 + at most 20%)', with what the value rests
     on (or why there is none) after a colon."""
-    if entry.get("value") is None:
-        return f"{entry['name']}: no data ({entry.get('message') or 'no samples'})"
-    text = f"{entry['name']} = {entry['value']:.4g}"
-    bounds = _bounds(entry)
+    if result.value is None:
+        return f"{result.name}: no data ({result.message or 'no samples'})"
+    text = f"{result.name} = {result.value:.4g}"
+    bounds = _bounds(result)
     text += f" ({bounds})" if bounds else ""
-    return text + (f": {entry['message']}" if entry.get("message") else "")
+    return text + (f": {result.message}" if result.message else "")
 
 
-def summary(results: list[dict[str, Any]]) -> str:
+def summary(results: list[AnalysisResult]) -> str:
     """'latency-p99 = 0.31 (max 0.05); passing: error-rate = 0 (max 0.01)': what failed (or
     was inconclusive) first, then what passed, so a rollback says what was measured."""
-    failed = [describe(r) for r in results if r["result"] != "Passed"]
-    passed = [describe(r) for r in results if r["result"] == "Passed"]
+    failed = [describe(r) for r in results if r.result != "Passed"]
+    passed = [describe(r) for r in results if r.result == "Passed"]
     return "; ".join(failed) + (f"; passing: {', '.join(passed)}" if passed else "")

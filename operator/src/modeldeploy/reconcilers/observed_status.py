@@ -1,6 +1,6 @@
 """Status that tells the truth: computed from what the children report, never assumed.
 
-Pure functions: observations in, a status dict out. Conditions keep their
+Pure functions: observations in, a ``ModelDeploymentStatus`` out. Conditions keep their
 ``lastTransitionTime`` unless their status flips, so an unchanged world yields an identical
 status and the reconciler writes nothing.
 """
@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from modeldeploy.api import ModelDeployment
+from modeldeploy.api import (
+    Condition,
+    ConditionType,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    Phase,
+)
 from modeldeploy.builders.names import name_of, namespace_of, service_name
 from modeldeploy.reconcilers.pods import pod_problems
-from modeldeploy.rollout import Decision, Target
-from modeldeploy.rollout.plan import iso
-
-CONDITION_TYPES = ("Ready", "Available", "Progressing", "Degraded")
+from modeldeploy.rollout import Decision
+from modeldeploy.rollout.plan import describe_model, desired_model
+from modeldeploy.rollout.state import stamp
 
 
 @dataclass
@@ -38,13 +43,9 @@ class Observed:
 
 @dataclass(frozen=True)
 class Verdict:
-    status: str
+    status: Literal["True", "False", "Unknown"]
     reason: str
     message: str
-
-
-def now_iso() -> str:
-    return iso(datetime.now(UTC))
 
 
 def _deployment_condition(deployment: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -70,7 +71,7 @@ def deployment_counts(deployment: dict[str, Any] | None) -> tuple[int, int, int,
     )
 
 
-def judge(md: ModelDeployment, seen: Observed) -> dict[str, Verdict]:
+def judge(md: ModelDeployment, seen: Observed) -> dict[ConditionType, Verdict]:
     """The four conditions, decided from the observations."""
     desired, ready, updated, available, observed = deployment_counts(seen.deployment)
     problems: list[tuple[str, str]] = []
@@ -88,92 +89,94 @@ def judge(md: ModelDeployment, seen: Observed) -> dict[str, Verdict]:
     rollout = seen.rollout
     if rollout is not None and rollout.degraded is not None:
         problems.append(rollout.degraded)
-    serving = rollout.stable_target.describe() if rollout else md.spec.model.uri
+    serving = describe_model(rollout.stable_target) if rollout else md.spec.model.uri
 
-    verdicts: dict[str, Verdict] = {}
+    verdicts: dict[ConditionType, Verdict] = {}
     if problems:
-        verdicts["Degraded"] = Verdict("True", problems[0][0], "; ".join(m for _, m in problems))
+        verdicts[ConditionType.DEGRADED] = Verdict(
+            "True", problems[0][0], "; ".join(m for _, m in problems)
+        )
     else:
-        verdicts["Degraded"] = Verdict("False", "AsExpected", "Nothing is wrong.")
+        verdicts[ConditionType.DEGRADED] = Verdict("False", "AsExpected", "Nothing is wrong.")
 
     if available > 0:
-        verdicts["Available"] = Verdict(
+        verdicts[ConditionType.AVAILABLE] = Verdict(
             "True", "MinimumReplicasAvailable", f"{available} pod(s) are serving the model."
         )
     else:
-        verdicts["Available"] = Verdict("False", "NoReplicasAvailable", "No pod is serving yet.")
+        verdicts[ConditionType.AVAILABLE] = Verdict(
+            "False", "NoReplicasAvailable", "No pod is serving yet."
+        )
 
     done = seen.deployment is not None and observed and updated >= desired and ready >= desired
     if rollout is not None and rollout.progressing is not None:
-        verdicts["Progressing"] = Verdict("True", *rollout.progressing)
+        verdicts[ConditionType.PROGRESSING] = Verdict("True", *rollout.progressing)
     elif done:
-        verdicts["Progressing"] = Verdict(
+        verdicts[ConditionType.PROGRESSING] = Verdict(
             "False", "RolloutComplete", f"All {desired} pod(s) run the current model."
         )
     elif problems and seen.deployment is None:
-        verdicts["Progressing"] = Verdict("False", problems[0][0], problems[0][1])
+        verdicts[ConditionType.PROGRESSING] = Verdict("False", problems[0][0], problems[0][1])
     else:
-        verdicts["Progressing"] = Verdict(
+        verdicts[ConditionType.PROGRESSING] = Verdict(
             "True",
             "RolloutInProgress",
             f"{updated} of {desired} pod(s) updated, {ready} ready.",
         )
 
     if done and not problems:
-        verdicts["Ready"] = Verdict(
+        verdicts[ConditionType.READY] = Verdict(
             "True",
             "ModelServing",
             f"{ready} of {desired} pod(s) ready; serving {serving}.",
         )
     elif problems:
-        verdicts["Ready"] = Verdict("False", problems[0][0], problems[0][1])
+        verdicts[ConditionType.READY] = Verdict("False", problems[0][0], problems[0][1])
     else:
-        verdicts["Ready"] = Verdict(
+        verdicts[ConditionType.READY] = Verdict(
             "False", "PodsNotReady", f"{ready} of {desired} pod(s) ready, {updated} updated."
         )
     return verdicts
 
 
-def phase_of(verdicts: dict[str, Verdict], seen: Observed) -> str:
+def phase_of(verdicts: dict[ConditionType, Verdict], seen: Observed) -> Phase:
     """The one-word summary (see ``modeldeploy.api.Phase``)."""
-    degraded = verdicts["Degraded"].status == "True"
-    available = verdicts["Available"].status == "True"
+    degraded = verdicts[ConditionType.DEGRADED].status == "True"
+    available = verdicts[ConditionType.AVAILABLE].status == "True"
     if degraded and not available and (seen.invalid_spec or seen.refused):
-        return "Failed"
+        return Phase.FAILED
     if degraded:
-        return "Degraded"
+        return Phase.DEGRADED
     canary = seen.rollout.canary if seen.rollout else None
-    if canary:
-        return "Paused" if canary.get("state") == "Paused" else "Progressing"
-    if verdicts["Ready"].status == "True":
-        return "Ready"
-    return "Progressing" if available else "Pending"
+    if canary is not None:
+        return Phase.PAUSED if canary.state == "Paused" else Phase.PROGRESSING
+    if verdicts[ConditionType.READY].status == "True":
+        return Phase.READY
+    return Phase.PROGRESSING if available else Phase.PENDING
 
 
 def merge_conditions(
-    previous: list[dict[str, Any]] | None,
-    verdicts: dict[str, Verdict],
+    previous: list[Condition] | None,
+    verdicts: dict[ConditionType, Verdict],
     generation: int,
-    now: str,
-) -> list[dict[str, Any]]:
+    now: datetime,
+) -> list[Condition]:
     """New conditions; ``lastTransitionTime`` moves only when a condition's status flips."""
-    old = {c["type"]: c for c in previous or []}
+    old = {c.type: c for c in previous or []}
     merged = []
-    for kind in CONDITION_TYPES:
+    for kind in ConditionType:
         verdict = verdicts[kind]
         before = old.get(kind)
-        since = (
-            before["lastTransitionTime"] if before and before["status"] == verdict.status else now
-        )
+        since = before.last_transition_time if before and before.status == verdict.status else now
         merged.append(
-            {
-                "type": kind,
-                "status": verdict.status,
-                "observedGeneration": generation,
-                "lastTransitionTime": since,
-                "reason": verdict.reason,
-                "message": verdict.message[:1024],
-            }
+            Condition(
+                type=kind.value,
+                status=verdict.status,
+                observed_generation=generation,
+                last_transition_time=since,
+                reason=verdict.reason,
+                message=verdict.message[:1024],
+            )
         )
     return merged
 
@@ -181,83 +184,69 @@ def merge_conditions(
 def compute_status(
     md: ModelDeployment,
     seen: Observed,
-    previous: dict[str, Any] | None,
+    previous: ModelDeploymentStatus | None,
     *,
-    now: str | None = None,
-) -> dict[str, Any]:
+    now: datetime | None = None,
+) -> ModelDeploymentStatus:
     """The full ``.status`` for ``md``; previous rollout fields are carried over untouched."""
-    previous = dict(previous or {})
-    now = now or now_iso()
+    previous = previous or ModelDeploymentStatus()
+    now = stamp(now or datetime.now(UTC))
     verdicts = judge(md, seen)
     generation = int(md.metadata.get("generation", 0))
     desired, ready, _, _, _ = deployment_counts(seen.deployment)
     canary_desired, canary_ready, _, _, _ = deployment_counts(seen.canary)
-    if seen.rollout is not None:
-        kept = {
-            "stable": seen.rollout.stable,
-            "canary": seen.rollout.canary,
-            "history": seen.rollout.history,
-        }
-        status: dict[str, Any] = {k: v for k, v in kept.items() if v}
-    else:
-        status = {k: previous[k] for k in ("stable", "canary", "history") if previous.get(k)}
+    kept = seen.rollout or previous
     selector = ",".join(
         f"{k}={v}" for k, v in sorted({"serving.modeldeploy.io/deployment": name_of(md)}.items())
     )
     port = md.spec.service.port
-    status.update(
-        {
-            "observedGeneration": generation,
-            "phase": phase_of(verdicts, seen),
-            "conditions": merge_conditions(previous.get("conditions"), verdicts, generation, now),
-            "replicas": desired + canary_desired,
-            "readyReplicas": ready + canary_ready,
-            "selector": selector,
-            "url": f"http://{service_name(md)}.{namespace_of(md)}.svc.cluster.local:{port}",
-        }
+    status = ModelDeploymentStatus(
+        observed_generation=generation,
+        phase=phase_of(verdicts, seen),
+        conditions=merge_conditions(previous.conditions, verdicts, generation, now),
+        replicas=desired + canary_desired,
+        ready_replicas=ready + canary_ready,
+        selector=selector,
+        url=f"http://{service_name(md)}.{namespace_of(md)}.svc.cluster.local:{port}",
+        stable=kept.stable,
+        canary=kept.canary,
+        history=kept.history or None,
     )
     rolling = md.spec.rollout.strategy != "Canary"
-    if verdicts["Ready"].status == "True" and (rolling or "stable" not in status):
+    if verdicts[ConditionType.READY].status == "True" and (rolling or status.stable is None):
         # Rolling: the stable track is whatever is ready. Canary: only the first model is
         # recorded here; later ones become stable by promotion.
-        status["stable"] = Target.of_spec(md).to_status()
+        status.stable = desired_model(md)
     return status
 
 
-def transitions(
-    previous: list[dict[str, Any]] | None, current: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+def transitions(previous: list[Condition] | None, current: list[Condition]) -> list[Condition]:
     """Conditions whose status or reason changed: each deserves an Event."""
-    old = {c["type"]: (c["status"], c["reason"]) for c in previous or []}
-    return [c for c in current if old.get(c["type"]) != (c["status"], c["reason"])]
+    old = {c.type: (c.status, c.reason) for c in previous or []}
+    return [c for c in current if old.get(c.type) != (c.status, c.reason)]
 
 
 def invalid_status(
     generation: int,
     message: str,
-    previous: dict[str, Any] | None,
+    previous: ModelDeploymentStatus | None,
     *,
-    now: str | None = None,
+    now: datetime | None = None,
     reason: str = "InvalidSpec",
-) -> dict[str, Any]:
+) -> ModelDeploymentStatus:
     """Status of an object the operator will not act on: Failed, with the reason (InvalidSpec:
     it cannot be parsed; PolicyViolation: the operator's policy refuses it), nothing else
     touched (children of an earlier acceptable spec keep serving)."""
-    previous = dict(previous or {})
+    previous = previous or ModelDeploymentStatus()
     verdicts = {
-        "Ready": Verdict("False", reason, message),
-        "Available": Verdict("Unknown", reason, "The spec cannot be acted on."),
-        "Progressing": Verdict("False", reason, message),
-        "Degraded": Verdict("True", reason, message),
+        ConditionType.READY: Verdict("False", reason, message),
+        ConditionType.AVAILABLE: Verdict("Unknown", reason, "The spec cannot be acted on."),
+        ConditionType.PROGRESSING: Verdict("False", reason, message),
+        ConditionType.DEGRADED: Verdict("True", reason, message),
     }
-    status = {k: v for k, v in previous.items() if k not in ("conditions", "phase")}
-    status.update(
-        {
-            "observedGeneration": generation,
-            "phase": "Failed",
-            "conditions": merge_conditions(
-                previous.get("conditions"), verdicts, generation, now or now_iso()
-            ),
-        }
+    conditions = merge_conditions(
+        previous.conditions, verdicts, generation, stamp(now or datetime.now(UTC))
     )
-    return status
+    return previous.model_copy(
+        update={"observed_generation": generation, "phase": Phase.FAILED, "conditions": conditions}
+    )

@@ -10,7 +10,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from modeldeploy.api import ABORT_ANNOTATION, PROMOTE_ANNOTATION, ModelDeployment
+from modeldeploy.api import (
+    ABORT_ANNOTATION,
+    PROMOTE_ANNOTATION,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    ModelStatus,
+)
 from modeldeploy.builders import (
     CANARY,
     STABLE,
@@ -23,11 +29,12 @@ from modeldeploy.builders import (
 )
 from modeldeploy.builders.names import LABEL_DEPLOYMENT, LABEL_TRACK, name_of, namespace_of
 from modeldeploy.builders.route import ROUTE_API_VERSION
+from modeldeploy.config import OperatorConfig
 from modeldeploy.kube import Kube
 from modeldeploy.reconcilers.children import Refusal
+from modeldeploy.reconcilers.observed_status import deployment_counts
 from modeldeploy.reconcilers.pods import serving_address
-from modeldeploy.reconcilers.status import deployment_counts
-from modeldeploy.rollout import Decision, Observations, Target, advance, analysis_due
+from modeldeploy.rollout import Decision, Observations, advance, analysis_due
 from modeldeploy.rollout.analysis import Prometheus, measure
 from modeldeploy.rollout.contract import (
     ContractError,
@@ -36,13 +43,24 @@ from modeldeploy.rollout.contract import (
     ModelContract,
     ServerMetadata,
 )
-from modeldeploy.rollout.plan import analysis_window, template_hash
-from modeldeploy.settings import OperatorSettings
+from modeldeploy.rollout.plan import (
+    analysis_window,
+    desired_model,
+    model_key,
+    same_model,
+    template_hash,
+)
 
-__all__ = ["TARGET_ANNOTATION", "Plan", "plan_rollout", "routing_error", "with_routing_error"]
+__all__ = [
+    "TARGET_ANNOTATION",
+    "RolloutChildren",
+    "plan_rollout",
+    "routing_error",
+    "with_routing_error",
+]
 
 TARGET_ANNOTATION = "serving.modeldeploy.io/target"
-"""On each serving Deployment: ``Target.key()`` of the model and settings it runs."""
+"""On each serving Deployment: ``model_key`` of the model and settings it runs."""
 
 NO_PROMETHEUS = (
     "no Prometheus to read the analysis from: set spec.rollout.analysis.prometheus.address "
@@ -51,7 +69,7 @@ NO_PROMETHEUS = (
 
 
 @dataclass
-class Plan:
+class RolloutChildren:
     """A tick's decision and the children it asks for."""
 
     decision: Decision
@@ -72,7 +90,7 @@ def _flag(md: ModelDeployment, annotation: str) -> bool:
     return str(annotations.get(annotation, "")).strip().lower() == "true"
 
 
-def serving(md: ModelDeployment, target: Target) -> ModelDeployment:
+def serving(md: ModelDeployment, target: ModelStatus) -> ModelDeployment:
     """``md`` as it would be if its spec named ``target``'s model."""
     model = md.spec.model.model_copy(
         update={"uri": target.uri, "sha256": target.sha256, "version": target.version}
@@ -97,8 +115,8 @@ def _runs(deployment: dict[str, Any] | None, *, complete: bool) -> str | None:
 def desired_deployment(
     md: ModelDeployment,
     track: Track,
-    target: Target,
-    settings: OperatorSettings,
+    target: ModelStatus,
+    settings: OperatorConfig,
     replicas: int | None,
     existing: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -110,7 +128,7 @@ def desired_deployment(
     stale = target.template_hash is not None and target.template_hash != template_hash(md)
     if stale and existing is not None:
         desired["spec"]["template"] = copy.deepcopy(existing["spec"]["template"])
-    desired["metadata"].setdefault("annotations", {})[TARGET_ANNOTATION] = target.key()
+    desired["metadata"].setdefault("annotations", {})[TARGET_ANNOTATION] = model_key(target)
     return desired
 
 
@@ -139,17 +157,17 @@ def _read_track(
 def read_contract(
     md: ModelDeployment,
     kube: Kube,
-    status: dict[str, Any],
+    status: ModelDeploymentStatus,
     canary_now: dict[str, Any] | None,
     source: MetadataSource,
 ) -> ContractReading | None:
     """Both tracks' model metadata while the canary's contract is unchecked; None when it is
     checked already, or while the canary Deployment still has pods of another model."""
-    canary = status.get("canary") or {}
-    if not canary or "contract" in canary or canary.get("state") == "Promoting":
+    canary = status.canary
+    if canary is None or canary.contract is not None or canary.state == "Promoting":
         return None
-    key = Target.of_status(canary).key()
-    if not Target.of_status(canary).matches(Target.of_spec(md)):
+    key = model_key(canary)
+    if not same_model(canary, desired_model(md)):
         return None
     if _runs(canary_now, complete=True) != key:
         return None
@@ -165,17 +183,17 @@ def read_contract(
 def plan_rollout(
     md: ModelDeployment,
     kube: Kube,
-    settings: OperatorSettings,
-    status: dict[str, Any],
+    settings: OperatorConfig,
+    status: ModelDeploymentStatus,
     now: datetime,
     metadata: MetadataSource | None = None,
-) -> Plan:
+) -> RolloutChildren:
     """Observe, decide, and build what this tick asks for (``metadata`` reads a serving pod's
     model metadata; by default over HTTP from the pod's address)."""
     namespace = namespace_of(md)
     stable_now = kube.get("apps/v1", "Deployment", namespace, deployment_name(md, STABLE))
     canary_now = None
-    if status.get("canary"):
+    if status.canary is not None:
         canary_now = kube.get("apps/v1", "Deployment", namespace, deployment_name(md, CANARY))
     autoscaling = md.spec.autoscaling
     if autoscaling is not None:
@@ -191,10 +209,7 @@ def plan_rollout(
         promote=_flag(md, PROMOTE_ANNOTATION),
         abort=_flag(md, ABORT_ANNOTATION),
     )
-    if (
-        status.get("canary")
-        and _runs(canary_now, complete=False) == Target.of_status(status["canary"]).key()
-    ):
+    if status.canary is not None and _runs(canary_now, complete=False) == model_key(status.canary):
         obs.canary_ready = int((canary_now or {}).get("status", {}).get("readyReplicas", 0))
     if obs.canary_ready > 0 and md.spec.rollout.strategy == "Canary":
         source = metadata or ServerMetadata(settings.server_http_port, settings.server_metrics_port)
@@ -213,7 +228,9 @@ def plan_rollout(
     return _children(md, settings, decision, obs, stable_now, canary_now)
 
 
-def with_routing_error(plan: Plan, md: ModelDeployment, status: dict[str, Any], error: str) -> Plan:
+def with_routing_error(
+    plan: RolloutChildren, md: ModelDeployment, status: ModelDeploymentStatus, error: str
+) -> RolloutChildren:
     """The same tick decided again knowing the HTTPRoute could not be written: no weight moves.
 
     The analysis run already made is reused, not read again."""
@@ -225,12 +242,12 @@ def with_routing_error(plan: Plan, md: ModelDeployment, status: dict[str, Any], 
 
 def _children(
     md: ModelDeployment,
-    settings: OperatorSettings,
+    settings: OperatorConfig,
     decision: Decision,
     obs: Observations,
     stable_now: dict[str, Any] | None,
     canary_now: dict[str, Any] | None,
-) -> Plan:
+) -> RolloutChildren:
     deployments = [
         desired_deployment(
             md, STABLE, decision.stable_target, settings, decision.stable_replicas, stable_now
@@ -260,7 +277,7 @@ def _children(
             # Not watched, so read each time: only where a route is likely to have existed
             # (the resync removes one left behind by a change of strategy).
             absent.append((ROUTE_API_VERSION, "HTTPRoute", name_of(md)))
-    return Plan(decision, obs, deployments, service, extra, absent, canary_now)
+    return RolloutChildren(decision, obs, deployments, service, extra, absent, canary_now)
 
 
 def routing_error(refusals: list[Refusal]) -> str | None:

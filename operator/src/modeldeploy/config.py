@@ -1,4 +1,5 @@
-"""Operator configuration: flags and environment (``MODELDEPLOY_*``), read once at startup."""
+"""Operator configuration: flags and environment (``MODELDEPLOY_*``), read once at startup
+(not to be confused with ``kopf.OperatorSettings``, kopf's own)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ class Policy:
 
 
 @dataclass(frozen=True)
-class OperatorSettings:
+class OperatorConfig:
     """What the operator needs to know beyond the ModelDeployments themselves."""
 
     server_image: str = DEFAULT_SERVER_IMAGE
