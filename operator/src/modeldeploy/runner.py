@@ -334,6 +334,7 @@ def run_operator(args: argparse.Namespace) -> int:
     )
     kopf.run(
         standalone=True,  # kopf's peering is off: the Lease elects the replica that acts
+        identity=config.identity,  # kopf's own default asks the passwd file, which a pod lacks
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness or None,

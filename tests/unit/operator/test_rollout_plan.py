@@ -263,6 +263,7 @@ def test_failed_checks_reaching_the_limit_roll_back_with_the_values() -> None:
     entry = status["history"][0]
     assert entry["result"] == "RolledBack" and entry["reason"] == "AnalysisFailed"
     assert "error-rate = 0.4 (max 0.05)" in entry["message"]
+    assert "2 failed analysis run(s) (failureLimit 2" in entry["message"]
     assert decision.degraded is not None and decision.degraded[0] == "AnalysisFailed"
     assert decision.events[-1][0] == "Warning"
 

@@ -64,7 +64,7 @@ def _promoting(tick: Tick) -> Decision:
         passed = canary.passed_checks
         message = f"promoted at step {canary.step_index} of {len(tick.steps)}"
         if tick.rollout.analysis:
-            message += f" after {passed} passing analysis _run(s)"
+            message += f" after {passed} passing analysis run(s)"
             if passed == 0 and no_traffic(canary.analysis):
                 message += " (no traffic reached the canary)"
         record(decision, entry(target, canary, "Promoted", "Promoted", message, tick.obs.now))
@@ -147,7 +147,7 @@ def _count_analysis(tick: Tick, analysis: Analysis) -> Decision | None:
         return rollback(
             tick,
             "AnalysisFailed",
-            f"{canary.failed_checks} failed analysis _run(s) (failureLimit "
+            f"{canary.failed_checks} failed analysis run(s) (failureLimit "
             f"{analysis.failure_limit}): {summary(results)}",
         )
     return None
