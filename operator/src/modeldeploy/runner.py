@@ -334,7 +334,9 @@ def run_operator(args: argparse.Namespace) -> int:
     )
     kopf.run(
         standalone=True,  # kopf's peering is off: the Lease elects the replica that acts
-        identity=config.identity,  # kopf's own default asks the passwd file, which a pod lacks
+        # kopf's own default asks the passwd file, which the image's user is not in. Its type,
+        # Identity, is a NewType of str in a private module: not imported.
+        identity=config.identity,  # type: ignore[arg-type]
         clusterwide=args.all_namespaces,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness or None,
