@@ -36,10 +36,10 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return answer_requests(monkeypatch)
 
 
-def make_controller(clock: Clock | None = None) -> Controller:
+def make_controller(clock: Clock | None = None, *, due_workers: int = 4) -> Controller:
     return Controller(
         FakeKube(),  # type: ignore[arg-type]
-        OperatorConfig(),
+        OperatorConfig(due_workers=due_workers),
         lambda _body: lambda *_: None,
         clock=clock or Clock(),
     )
@@ -309,11 +309,8 @@ def test_a_slow_prometheus_delays_no_other_due_reconcile(
 ) -> None:
     source = SlowPrometheus(slow="slow")
     monkeypatch.setattr(controller, "reconcile", analysing(source))
-    ctl = Controller(
-        FakeKube(),  # type: ignore[arg-type]
-        OperatorConfig(due_workers=2),
-        lambda _body: lambda *_: None,
-    )
+    ctl = make_controller(due_workers=2)
+    ctl.requeues.clock = time.monotonic
     try:
         ctl.start_due(serve(["slow", "fast-1", "fast-2", "fast-3"]))  # returns at once
         deadline = time.monotonic() + 5
@@ -337,11 +334,8 @@ def test_a_due_reconcile_waiting_for_a_worker_is_not_queued_twice(
 ) -> None:
     source = SlowPrometheus(slow="slow")
     monkeypatch.setattr(controller, "reconcile", analysing(source))
-    ctl = Controller(
-        FakeKube(),  # type: ignore[arg-type]
-        OperatorConfig(due_workers=1),
-        lambda _body: lambda *_: None,
-    )
+    ctl = make_controller(due_workers=1)
+    ctl.requeues.clock = time.monotonic
     try:
         ctl.start_due(serve(["slow"]))
         for _ in range(3):  # due again and again while the only worker is busy
