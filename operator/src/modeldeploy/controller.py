@@ -133,7 +133,6 @@ class Controller:
         self._gone: set[str] = set()
         self._failures: dict[str, int] = {}
         self._written: dict[str, ModelDeploymentStatus] = {}
-        self._handled: dict[str, tuple[Any, ...]] = {}
         self._latest: dict[str, Mapping[str, Any]] = {}
         self._taking_over = False
         self._deferred: dict[str, tuple[str, str]] = {}
@@ -156,7 +155,8 @@ class Controller:
         if not self.leads():
             return
         with self._guard:
-            unchanged = self._handled.get(uid) == _what_we_act_on(body)
+            last = self._latest.get(uid)
+            unchanged = last is not None and _what_we_act_on(last) == _what_we_act_on(body)
         if unchanged:  # only the status moved: our own write, seen again
             return
         self.reconcile_logged(body)
@@ -246,7 +246,6 @@ class Controller:
                         self._gone.discard(uid)
                         return
                     self._written[uid] = outcome.status
-                    self._handled[uid] = _what_we_act_on(body)
                     self._latest[uid] = body
                     self._names[uid] = (namespace, name)
                     self._failures.pop(uid, None)
@@ -344,7 +343,6 @@ class Controller:
         """Drop what is remembered of a deleted ModelDeployment."""
         with self._guard:
             self._written.pop(uid, None)
-            self._handled.pop(uid, None)
             self._latest.pop(uid, None)
             self._names.pop(uid, None)
             self._pending.pop(uid, None)
@@ -366,7 +364,6 @@ class Controller:
         then reconcile everything."""
         with self._guard:
             self._written.clear()
-            self._handled.clear()
             self._latest.clear()
             self._failures.clear()
             self._taking_over = True
