@@ -79,7 +79,9 @@ class RowComparison:
         return len(self.disagree)
 
 
-def _per_row(array: np.ndarray, rows: int) -> np.ndarray:
+def _per_row(array: np.ndarray, rows: int, what: str) -> np.ndarray:
+    if (array.shape[0] if array.ndim else 1) != rows:
+        raise ValueError(f"{what}: {rows} rows from the stable, {array.shape} from the canary")
     return array.reshape(rows, -1) if rows else array.reshape(0, 1)
 
 
@@ -91,14 +93,15 @@ def compare_classifications(
 ) -> RowComparison:
     """Label agreement row by row, and the largest class-probability difference."""
     rows = stable_labels.shape[0] if stable_labels.ndim else 1
-    stable, canary = _per_row(stable_labels, rows), _per_row(canary_labels, rows)
+    stable = _per_row(stable_labels, rows, "labels")
+    canary = _per_row(canary_labels, rows, "labels")
     if stable.shape != canary.shape:
         raise ValueError(f"label shapes differ: stable {stable.shape}, canary {canary.shape}")
     disagree = (stable != canary).any(axis=1)
     difference = None
     if stable_probabilities is not None and canary_probabilities is not None:
-        p_stable = _per_row(stable_probabilities, rows).astype(np.float64)
-        p_canary = _per_row(canary_probabilities, rows).astype(np.float64)
+        p_stable = _per_row(stable_probabilities, rows, "probabilities").astype(np.float64)
+        p_canary = _per_row(canary_probabilities, rows, "probabilities").astype(np.float64)
         if p_stable.shape == p_canary.shape and p_stable.shape[1]:
             difference = np.abs(p_canary - p_stable).max(axis=1)
     return RowComparison(disagree, probability_difference=difference)
@@ -109,20 +112,21 @@ def compare_regressions(
 ) -> RowComparison:
     """Absolute and relative error per row; a row disagrees above ``tolerance`` (relative)."""
     rows = stable_values.shape[0] if stable_values.ndim else 1
-    stable = _per_row(stable_values, rows).astype(np.float64)
-    canary = _per_row(canary_values, rows).astype(np.float64)
+    stable = _per_row(stable_values, rows, "values").astype(np.float64)
+    canary = _per_row(canary_values, rows, "values").astype(np.float64)
     if stable.shape != canary.shape:
         raise ValueError(f"value shapes differ: stable {stable.shape}, canary {canary.shape}")
     with np.errstate(invalid="ignore", divide="ignore"):
         error = np.abs(canary - stable)
         scale = np.maximum(np.abs(stable), np.abs(canary))
         relative = np.where(scale > 0, error / scale, 0.0)
-    # NaN on one side only is a disagreement; NaN on both is not.
-    both_nan = np.isnan(stable) & np.isnan(canary)
-    error[both_nan] = 0.0
-    relative[both_nan] = 0.0
-    error = np.where(np.isnan(error), np.inf, error).max(axis=1) if rows else error[:, 0]
-    relative = np.where(np.isnan(relative), 2.0, relative).max(axis=1) if rows else relative[:, 0]
+    # NaN on both sides is agreement; on one side only, the largest difference there is.
+    stable_nan, canary_nan = np.isnan(stable), np.isnan(canary)
+    error[stable_nan & canary_nan] = 0.0
+    relative[stable_nan & canary_nan] = 0.0
+    error[stable_nan ^ canary_nan] = np.inf
+    relative[stable_nan ^ canary_nan] = 2.0
+    error, relative = error.max(axis=1), relative.max(axis=1)
     return RowComparison(relative > tolerance, abs_error=error, relative_error=relative)
 
 
