@@ -14,7 +14,6 @@ and, when the canary answers, pair the two answers (``shadow_pairing``) and coun
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from dataclasses import dataclass
@@ -163,12 +162,13 @@ class ShadowMirror:
                 self.queue.get_nowait()
 
     def start(self) -> None:
-        """Start polling the config file and the senders (on the worker's loop)."""
+        """Start polling the config file and the senders (from the worker's running loop)."""
+        loop = asyncio.get_running_loop()
         if self.options.config_path:
             watcher = ShadowConfigWatcher(self.options.config_path, self.set_target)
-            self._tasks.append(asyncio.ensure_future(watcher.run(self.options.poll_interval)))
+            self._tasks.append(loop.create_task(watcher.run(self.options.poll_interval)))
         for _ in range(self.options.concurrency):
-            self._tasks.append(asyncio.ensure_future(self._send_loop()))
+            self._tasks.append(loop.create_task(self._send_loop()))
 
     def stop(self) -> None:
         for task in self._tasks:
@@ -250,10 +250,3 @@ class ShadowMirror:
             comparison.abs_error,
             comparison.relative_error,
         )
-
-    async def drain(self, timeout: float) -> None:
-        """Give queued copies up to ``timeout`` seconds to go (at shutdown)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                while not self.queue.empty():
-                    await asyncio.sleep(0.01)

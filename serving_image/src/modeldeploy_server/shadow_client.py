@@ -38,6 +38,13 @@ class _Parsed:
         self.chunks: list[bytes] = []
         self.size = 0
         self.complete = False
+        self.keep_alive = False
+        self.parser: httptools.HttpResponseParser | None = None
+
+    def on_headers_complete(self) -> None:
+        # Only known while the head is parsed: llhttp resets it once the message ends.
+        assert self.parser is not None
+        self.keep_alive = bool(self.parser.should_keep_alive())
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.lower()] = value
@@ -104,7 +111,7 @@ class ShadowClient:
         self, connection: _Connection, head: bytes, body: bytes, *, reused: bool
     ) -> ShadowResponse:
         parsed = _Parsed()
-        parser = httptools.HttpResponseParser(parsed)
+        parser = parsed.parser = httptools.HttpResponseParser(parsed)
         received = False
         try:
             connection.writer.write(head + body if len(body) < 65536 else head)
@@ -127,7 +134,7 @@ class ShadowClient:
         except BaseException:  # a timeout or cancellation mid-exchange: the stream is unusable
             connection.close()
             raise
-        if parser.should_keep_alive() and len(self._idle) < self.max_idle:
+        if parsed.keep_alive and len(self._idle) < self.max_idle:
             self._idle.append(connection)
         else:
             connection.close()
