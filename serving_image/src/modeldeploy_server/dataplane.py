@@ -23,6 +23,7 @@ from .monitor import ModelMonitor, build_monitor
 from .profile import Profile
 from .quality import QualityOptions
 from .runtime import Model
+from .shadow import ShadowMirror
 from .tensors import InferRequest, InferResult, Signature, Tensor, TensorSpec
 from .types import (
     ModelMetadataResponse,
@@ -97,6 +98,8 @@ class DataPlane:
         self.quality = quality or QualityOptions()
         self.draining = False
         self._settled = asyncio.Event()
+        self.mirror: ShadowMirror | None = None
+        """Set by the wiring when this server mirrors requests to a shadow (canary)."""
         self.peers_ready = True
         """False while other workers of the same server may still be loading (the
         supervisor sets it): readiness is the pod's, not one worker's."""
@@ -130,6 +133,8 @@ class DataPlane:
             self.fail(str(exc))
             return
         warmup = getattr(model, "warmup_seconds", None)
+        if self.mirror is not None:
+            self.mirror.attach(model.outputs, profile)
         slot.model = model
         slot.monitor = self.metrics.quality = monitor
         slot.input_specs = {spec.name: spec for spec in model.inputs}
@@ -287,8 +292,18 @@ class DataPlane:
         self._require_ready(slot)
         return slot
 
-    async def infer(self, slot: ModelSlot, request: InferRequest) -> InferResult:
+    async def infer(
+        self,
+        slot: ModelSlot,
+        request: InferRequest,
+        *,
+        shadow: bool = False,
+        keep: tuple[str, ...] = (),
+    ) -> InferResult:
         """Check ``request`` against the model, queue it and wait for its outputs.
+
+        ``shadow``: a mirrored copy, left out of the model-aware metrics; ``keep``: outputs
+        to return in ``InferResult.kept`` as well (what the shadow mirror compares).
 
         Everything up to queueing runs synchronously in the caller's loop turn, so a
         request is queued in the turn that decoded it (see ``Batcher.expect``).
@@ -297,16 +312,26 @@ class DataPlane:
         assert batcher is not None
         inputs, rows = self._check_inputs(slot, request.inputs)
         names, binary = self._select_outputs(slot, request)
-        monitor = slot.monitor
-        if monitor is None:
+        # A mirrored copy (shadow) is not monitored: its rows are the stable's real traffic.
+        monitor = None if shadow else slot.monitor
+        kept = None
+        if monitor is None and not keep:
             arrays = await batcher.submit(inputs, names, rows)
         else:
-            monitor.check(inputs)
-            # The predictions are recorded even when the client asked for other outputs.
-            wanted = monitor.prediction_output
-            run = names if wanted is None or wanted in names else [*names, wanted]
+            if monitor is not None:
+                monitor.check(inputs)
+            # The predictions (and what the mirror compares) are computed even when the
+            # client asked for other outputs.
+            wanted = monitor.prediction_output if monitor is not None else None
+            run = list(names)
+            for extra in (wanted, *keep):
+                if extra is not None and extra not in run:
+                    run.append(extra)
             arrays = await batcher.submit(inputs, run, rows)
-            monitor.observe(run, arrays)
+            if monitor is not None:
+                monitor.observe(run, arrays)
+            if keep:
+                kept = {name: arrays[run.index(name)] for name in keep}
             arrays = arrays[: len(names)]
         datatypes = slot.output_datatypes
         return InferResult(
@@ -315,6 +340,7 @@ class DataPlane:
             outputs=[Tensor(n, datatypes[n], a) for n, a in zip(names, arrays, strict=True)],
             binary=binary,
             id=request.id,
+            kept=kept,
         )
 
     def _check_inputs(self, slot: ModelSlot, tensors: list[Tensor]) -> tuple[dict[str, Any], int]:

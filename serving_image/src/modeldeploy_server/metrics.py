@@ -28,6 +28,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from .histograms import add_counts, cumulative_buckets
 from .quality_metrics import QualityAggregate, collect_quality
+from .shadow_metrics import ShadowAggregate, ShadowTally, collect_shadow
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.0075, 0.01,
@@ -79,14 +80,25 @@ class WorkerMetrics:
         self.model_info: dict[tuple[str, str, str, str], int] = {}
         self.quality: QualitySource | None = None
         """Set once a model is loaded whose inputs or predictions are monitored."""
+        self.shadow: ShadowTally | None = None
+        """Set when this server mirrors requests to a shadow (canary)."""
+        self.shadow_requests: dict[tuple[str, int], int] = {}
+        """Mirrored copies answered (this server is the shadow), by (model, code)."""
 
     def request_started(self, model: str) -> None:
         """An inference request began (in-flight gauge up)."""
         self.inflight[model] = self.inflight.get(model, 0) + 1
 
-    def request_done(self, model: str, protocol: str, code: int, seconds: float) -> None:
-        """An inference request was answered with ``code`` after ``seconds``."""
+    def request_done(
+        self, model: str, protocol: str, code: int, seconds: float, shadow: bool = False
+    ) -> None:
+        """An inference request was answered with ``code`` after ``seconds`` (``shadow``: a
+        mirrored copy, counted apart so that client traffic keeps its own series)."""
         self.inflight[model] -= 1
+        if shadow:
+            key_shadow = (model, code)
+            self.shadow_requests[key_shadow] = self.shadow_requests.get(key_shadow, 0) + 1
+            return
         key = (model, protocol, code)
         self.requests[key] = self.requests.get(key, 0) + 1
         histogram = self.request_duration.get((model, protocol))
@@ -134,6 +146,8 @@ class WorkerMetrics:
             "rss_bytes": _rss_bytes(),
             "limit_hits": list(self.limit_hits.items()),
             "quality": self.quality.snapshot() if self.quality is not None else None,
+            "shadow": self.shadow.snapshot() if self.shadow is not None else None,
+            "shadow_requests": list(self.shadow_requests.items()),
         }
 
 
@@ -161,6 +175,7 @@ class Aggregate:
     quality: QualityAggregate = field(default_factory=QualityAggregate)
     limit_hits: dict[tuple[str, str], int] = field(default_factory=dict)
     """(listener, limit) -> hits; the supervisor adds its metrics port's."""
+    shadow: ShadowAggregate = field(default_factory=ShadowAggregate)
     worker_restarts: int = 0
 
     @classmethod
@@ -181,6 +196,7 @@ class Aggregate:
         for hit, value in other.limit_hits.items():
             self.limit_hits[hit] = self.limit_hits.get(hit, 0) + value
         self.quality.absorb(other.quality)
+        self.shadow.absorb(other.shadow)
 
 
 def _add_histograms(
@@ -202,7 +218,8 @@ def retired(snapshot: dict[str, Any]) -> dict[str, Any]:
     if quality and quality.get("inputs"):
         # The drift window describes recent traffic: a dead worker has none.
         quality = {**quality, "inputs": {**quality["inputs"], "window": []}}
-    return {**kept, "worker": snapshot["worker"], "quality": quality}
+    shadow = {"shadow": snapshot.get("shadow"), "shadow_requests": snapshot.get("shadow_requests")}
+    return {**kept, **shadow, "worker": snapshot["worker"], "quality": quality}
 
 
 _COUNTERS = (
@@ -237,6 +254,8 @@ def aggregate(snapshots: Iterable[dict[str, Any]]) -> Aggregate:
             key = ("http", limit)
             result.limit_hits[key] = result.limit_hits.get(key, 0) + value
         result.quality.add(snap.get("quality"))
+        result.shadow.add(snap.get("shadow"))
+        result.shadow.add_requests(snap.get("shadow_requests"))
     return result
 
 
@@ -325,6 +344,7 @@ class _Collector:
         restarts.add_metric(base, d.worker_restarts)
         yield restarts
         yield from collect_quality(d.quality, base, self.openmetrics)
+        yield from collect_shadow(d.shadow, base)
 
     def _histogram(
         self,

@@ -37,6 +37,7 @@ from .errors import (
 from .logs import LimitWarnings
 from .metrics import WorkerMetrics
 from .request_body import BodyBudget, BodyClaim, decode_content, read_body
+from .shadow import SHADOW_HEADER, MirrorCopy
 from .tensors import InferRequest
 
 log = logging.getLogger(__name__)
@@ -251,6 +252,11 @@ class RestApp:
         if protocol == "v2" and b"inference-header-content-length" in headers:
             protocol = "v2-binary"
         label = name if self.dataplane.knows(name) else ""
+        # A mirrored copy is never mirrored onward, and is counted apart from client traffic.
+        shadow = SHADOW_HEADER in headers
+        mirror = None if shadow else self.dataplane.mirror
+        pairing = mirror.sample() if mirror is not None else None
+        keep = pairing.outputs if pairing is not None else ()
         metrics = self.metrics
         metrics.request_started(label)
         status = 500
@@ -274,12 +280,14 @@ class RestApp:
             extensions = scope.get("extensions")
             watch = extensions.get(DISCONNECT_EXTENSION) if extensions else None
             if watch is None:
-                result = await _watching_disconnect(receive, self.dataplane.infer(slot, request))
+                result = await _watching_disconnect(
+                    receive, self.dataplane.infer(slot, request, shadow=shadow, keep=keep)
+                )
             else:
                 task = asyncio.current_task()
                 watch.tasks.add(task)
                 try:
-                    result = await self.dataplane.infer(slot, request)
+                    result = await self.dataplane.infer(slot, request, shadow=shadow, keep=keep)
                 except asyncio.CancelledError:
                     if not watch.lost:
                         raise
@@ -305,6 +313,8 @@ class RestApp:
                         [(b"inference-header-content-length", str(json_length).encode())],
                     )
             status = 200
+            if mirror is not None and result.kept is not None:  # after the client's answer
+                mirror.offer(MirrorCopy(slot.name, request.inputs, result.kept))
         except ServerError as exc:
             status = exc.status
             await _send_error(send, exc)
@@ -312,7 +322,7 @@ class RestApp:
             log.exception("unexpected error during inference on model '%s'", name)
             await _send(send, 500, b'{"error":"internal server error; see the server log"}')
         finally:
-            metrics.request_done(label, protocol, status, time.perf_counter() - started)
+            metrics.request_done(label, protocol, status, time.perf_counter() - started, shadow)
 
     def _decode(
         self, protocol: str, body: bytes, headers: dict[bytes, bytes], slot: ModelSlot

@@ -184,6 +184,8 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
         QualityOptions(policy=settings.quality_policy, window=settings.drift_window),
     )
     dataplane.peers_ready = False  # until the supervisor says every worker has the model
+    mirror = build_mirror(settings, name, metrics)
+    dataplane.mirror = mirror
     app = RestApp(
         dataplane,
         metrics,
@@ -229,12 +231,42 @@ def build_worker(settings: ServerSettings, index: int, threads: int) -> Any:
             dataplane.fail(value)
         return None
 
+    def close() -> None:
+        if mirror is not None:
+            mirror.stop()
+        dataplane.close()
+
     return WorkerCallbacks(
         app=app,
-        start=lambda: None,
+        start=mirror.start if mirror is not None else lambda: None,
         control=control,
         drain=dataplane.start_draining,
-        close=dataplane.close,
+        close=close,
         warnings=warnings,
         loaded=dataplane.settled,
     )
+
+
+def build_mirror(settings: ServerSettings, name: str, metrics: Any) -> Any:
+    """The shadow mirror of one worker, when ``--shadow-config`` is given on the stable track.
+
+    A canary never mirrors: a copy it receives carries the shadow header, and its own client
+    traffic (after a shadow step) must not be sent to itself.
+    """
+    if not settings.shadow_config:
+        return None
+    from .shadow import ShadowMirror, ShadowOptions
+    from .shadow_metrics import ShadowTally
+
+    if PodIdentity.from_env(name).track == "canary":
+        log.warning("--shadow-config is ignored on the canary track: a canary never mirrors")
+        return None
+    metrics.shadow = ShadowTally(name)
+    options = ShadowOptions(
+        config_path=settings.shadow_config,
+        queue_size=settings.shadow_queue_size,
+        timeout=settings.shadow_timeout,
+        concurrency=settings.shadow_concurrency,
+        tolerance=settings.shadow_tolerance,
+    )
+    return ShadowMirror(options, metrics.shadow)

@@ -72,6 +72,13 @@ class ServerSettings(BaseModel):
     )
     worker_heartbeat_timeout: float = Field(10.0, ge=0.5, le=3600)
     max_worker_restarts: int = Field(5, ge=0, le=10_000)
+    shadow_config: str | None = Field(
+        None, min_length=1, description="JSON file naming the shadow target, polled each second"
+    )
+    shadow_queue_size: int = Field(256, ge=1, le=1_000_000, description="copies per worker")
+    shadow_timeout: float = Field(1.0, gt=0, le=60, description="seconds per mirrored copy")
+    shadow_concurrency: int = Field(4, ge=1, le=256, description="copies in flight per worker")
+    shadow_tolerance: float = Field(0.01, ge=0, le=2, description="regressors' relative error")
     model_cache_dir: str = str(Path(tempfile.gettempdir()) / "modeldeploy-models")
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -112,6 +112,8 @@ class InferResult:
     outputs: list[Tensor]
     binary: list[bool] = field(default_factory=list)
     id: str | None = None
+    kept: dict[str, np.ndarray] | None = None
+    """Outputs kept for the shadow mirror (asked for by the data plane, not the client)."""
 
 
 def _fits(shape: tuple[int, ...], wanted: tuple[int, ...]) -> bool:
