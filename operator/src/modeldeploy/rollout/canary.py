@@ -186,7 +186,9 @@ def _run(tick: Tick) -> Decision:
     if not exact and not obs.autoscaled and weight > 0:
         # Only pods already ready for the current weight take over the stable track's share.
         decision.stable_replicas = stable_share(total, canary_replicas(total, weight, exact=False))
-    reason = "CanaryPaused" if canary.state == "Paused" else "CanaryProgressing"
+    reason = {"Paused": "CanaryPaused", "Shadowing": "CanaryShadowing"}.get(
+        canary.state, "CanaryProgressing"
+    )
     decision.progressing = (reason, waiting)
     if analysis is not None:  # analysis runs in the background, paused or not
         last = last_analysis(canary) or parse_time(canary.started_at)
