@@ -369,3 +369,16 @@ def test_without_shadow_steps_no_canary_service_is_made_and_the_config_mirrors_n
     )  # type: ignore[arg-type]
     assert ("v1", "Service", "iris-canary") in plan.absent
     assert json.loads(plan.shadow_config["data"]["config.json"]) == {"target": "", "percent": 0}  # type: ignore[index]
+
+
+def test_shadow_gates_alone_wake_no_analysis_once_the_shadow_step_is_over() -> None:
+    md = mdep(
+        steps=[{"shadow": {"duration": "60s"}}, {"setWeight": 25}, {"pause": {}}],
+        analysis={"interval": "10s", "metrics": [{"name": "shadow-agreement", "min": 0.98}]},
+    )
+    status = tick(md, stable_status(), seen())
+    status = tick(md, status, seen(1, canary_ready=4))
+    assert decided(status).requeue_after == pytest.approx(9)  # the next run, while shadowing
+    status = tick(md, status, seen(61, canary_ready=4))
+    assert status["canary"]["state"] == "Paused"
+    assert decided(status).requeue_after is None  # a human decides; no run to make

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from modeldeploy.api import CanaryStatus, ModelDeployment, ModelStatus, parse_duration
-from modeldeploy.api.rollout import Analysis
+from modeldeploy.api.rollout import SHADOW_METRICS, Analysis
 from modeldeploy.api.status import ContractCheck
 from modeldeploy.rollout.contract import ContractReading, differences
 from modeldeploy.rollout.state import (
@@ -153,6 +153,13 @@ def _count_analysis(tick: Tick, analysis: Analysis) -> Decision | None:
     return None
 
 
+def _measurable(analysis: Analysis, canary: CanaryStatus) -> bool:
+    """Whether a run now would measure anything: shadow gates measure only while shadowing."""
+    return canary.state == "Shadowing" or any(
+        m.query is not None or m.name not in SHADOW_METRICS for m in analysis.metrics
+    )
+
+
 def _run(tick: Tick) -> Decision:
     """The questions of a tick, in order (see the module docstring)."""
     obs, decision, canary = tick.obs, tick.decision, tick.canary
@@ -190,7 +197,8 @@ def _run(tick: Tick) -> Decision:
         canary.state, "CanaryProgressing"
     )
     decision.progressing = (reason, waiting)
-    if analysis is not None:  # analysis runs in the background, paused or not
+    if analysis is not None and _measurable(analysis, canary):
+        # analysis runs in the background, paused or not
         last = last_analysis(canary) or parse_time(canary.started_at)
         decision.wake((last + parse_duration(analysis.interval) - obs.now).total_seconds())
     return decision
