@@ -128,7 +128,7 @@ VALUE_BUCKETS = counted("modeldeploy_prediction_value_bucket", by="le")
 # mirrors), so read with {{track}} = stable.
 SHADOW_TRACK = "stable"
 SHADOW_ROWS = counted("modeldeploy_shadow_rows_total")
-SHADOW_DISAGREED = counted("modeldeploy_shadow_disagreed_rows_total")
+SHADOW_DISAGREED = counted("modeldeploy_shadow_disagreeing_rows_total")
 SHADOW_DROPPED = counted("modeldeploy_shadow_dropped_total")
 SLICE_ROWS = counted("modeldeploy_shadow_slice_rows_total", by="feature, bin")
 SLICE_DISAGREED = counted("modeldeploy_shadow_disagreements_total", by="feature, bin")
