@@ -86,6 +86,13 @@ Each rule is what the operator's code does; see docs/operations.md ("RBAC"). */}
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The shadow config <name>-shadow the stable pods mount (where they mirror requests to during
+# a shadow step): applied like the other children, watched so an edited one is restored.
+# Only ConfigMaps labelled managed-by modeldeploy are watched; the operator reads no other
+# and deletes none (they go with their ModelDeployment).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # Canary traffic with spec.rollout.trafficRouting.gatewayAPI: the weighted HTTPRoute, like
 # the other children (and deleted when trafficRouting is removed).
 - apiGroups: ["gateway.networking.k8s.io"]

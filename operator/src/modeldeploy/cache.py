@@ -1,10 +1,10 @@
 """An informer's cache in miniature: what the watches last showed, so reads need no request.
 
 kopf owns the watches (:mod:`modeldeploy.handlers`); its events for the children (Deployments,
-Services, autoscalers, disruption budgets) and the serving pods land in one :class:`Store`,
-with our own applies' responses and the lists of each resync (after which an object the store
-lacks is known to be absent). :class:`CachingKube` answers the reconciles' reads from the store
-and falls through to the API when it cannot say.
+Services, shadow ConfigMaps, autoscalers, disruption budgets) and the serving pods land in one
+:class:`Store`, with our own applies' responses and the lists of each resync (after which an
+object the store lacks is known to be absent). :class:`CachingKube` answers the reconciles'
+reads from the store and falls through to the API when it cannot say.
 """
 
 from __future__ import annotations

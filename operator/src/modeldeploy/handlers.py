@@ -3,8 +3,9 @@ event to the controller (:mod:`modeldeploy.controller`), which decides what to r
 
 - ModelDeployments: every event (and an index of the latest bodies, so a child's event finds
   its owner without a read);
-- their children (Deployments, Services, HPAs, PDBs) labelled managed-by modeldeploy: an
-  edited or deleted child is restored, and the status follows the Deployments;
+- their children (Deployments, Services, the shadow ConfigMap, HPAs, PDBs) labelled
+  managed-by modeldeploy: an edited or deleted child is restored, and the status follows the
+  Deployments;
 - the serving pods: the status reports why pods are not ready.
 
 Only event handlers: kopf keeps no state on the objects (no finalizers, no annotations), and

@@ -31,13 +31,14 @@ class Resource:
 MODELDEPLOYMENT = Resource(f"{GROUP}/{VERSION}", KIND, PLURAL)
 DEPLOYMENT = Resource("apps/v1", "Deployment", "deployments")
 SERVICE = Resource("v1", "Service", "services")
+CONFIG_MAP = Resource("v1", "ConfigMap", "configmaps")
 AUTOSCALER = Resource("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
 DISRUPTION_BUDGET = Resource("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets")
 POD = Resource("v1", "Pod", "pods")
 EVENT = Resource("v1", "Event", "events")
 HTTPROUTE = Resource("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes")
 
-CHILDREN = (DEPLOYMENT, SERVICE, AUTOSCALER, DISRUPTION_BUDGET)
+CHILDREN = (DEPLOYMENT, SERVICE, CONFIG_MAP, AUTOSCALER, DISRUPTION_BUDGET)
 """Children the operator watches (an edited or deleted one is restored) and caches."""
 CACHED = (*CHILDREN, POD)
 """Kinds whose reads the watch-fed store answers: the children and the serving pods."""

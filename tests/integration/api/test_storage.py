@@ -113,4 +113,4 @@ def test_kubectl_explain_shows_the_field_descriptions(
         time.sleep(0.5)
     assert "pvc://claim/path" in result.stdout
     steps = cluster.kubectl("explain", "mdep.spec.rollout.steps").stdout
-    assert "setWeight" in steps and "exactly one of setWeight or pause" in steps
+    assert "setWeight" in steps and "exactly one of setWeight, pause or shadow" in steps

@@ -87,7 +87,8 @@ def test_install_waits_for_the_operator_and_establishes_the_crds(
         ("create", "horizontalpodautoscalers.autoscaling", True),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io", True),
         ("get", "secrets", False),
-        ("list", "configmaps", False),
+        ("patch", "configmaps", True),  # the shadow config of each ModelDeployment
+        ("delete", "configmaps", False),
         ("delete", "deployments.apps", True),  # the canary Deployment, after a rollout
         ("delete", "services", True),  # the per-track Services, after a rollout
         ("patch", "httproutes.gateway.networking.k8s.io", True),

@@ -275,8 +275,7 @@ def test_the_chart_identity_takes_a_canary_through_promotion_and_rollback(
     [
         ["get", "secret", "some-secret", "-n", "{app}"],
         ["get", "secrets", "-n", "{app}"],
-        ["get", "configmaps", "-n", "{app}"],
-        ["create", "configmap", "x", "--from-literal=a=b", "-n", "{app}"],
+        ["delete", "configmap", "some-configmap", "-n", "{app}"],
         ["delete", "pod", "some-pod", "-n", "{app}"],
         ["get", "pods", "some-pod", "-n", "{app}"],
         ["delete", "deployment", "some-deployment", "-n", "{release}"],

@@ -268,6 +268,48 @@ INVALID = [
         {"spec.disruptionBudget": {"minAvailable": "150%"}},
         "minAvailable",
     ),
+    Case(
+        "shadow-after-set-weight",
+        {"spec.rollout.steps": [{"setWeight": 10}, {"shadow": {"duration": "5m"}}]},
+        "shadow must come before the first setWeight",
+    ),
+    Case(
+        "shadow-and-set-weight-in-one-step",
+        {"spec.rollout.steps.0": {"setWeight": 10, "shadow": {"duration": "5m"}}},
+        "shadow",
+    ),
+    Case("shadow-without-duration", {"spec.rollout.steps.0": {"shadow": {}}}, "duration"),
+    Case(
+        "shadow-percent-zero",
+        {"spec.rollout.steps.0": {"shadow": {"percent": 0, "duration": "5m"}}},
+        "percent",
+    ),
+    Case(
+        "shadow-percent-above-100",
+        {"spec.rollout.steps.0": {"shadow": {"percent": 101, "duration": "5m"}}},
+        "percent",
+    ),
+    Case(
+        "shadow-duration",
+        {"spec.rollout.steps.0": {"shadow": {"duration": "ten minutes"}}},
+        "duration",
+    ),
+    Case(
+        "shadow-metric-without-shadow-step",
+        {"spec.rollout.analysis.metrics.0": {"name": "shadow-agreement", "min": 0.98}},
+        "need a shadow step",
+    ),
+    Case(
+        "shadow-metric-with-max-increase",
+        {
+            "spec.rollout.steps.0": {"shadow": {"duration": "5m"}},
+            "spec.rollout.analysis.metrics.0": {
+                "name": "shadow-slice-agreement",
+                "maxIncrease": "0.01",
+            },
+        },
+        "maxIncrease",
+    ),
     Case("name-starts-with-digit", {"metadata.name": "1iris"}, "metadata.name"),
     Case("name-too-long", {"metadata.name": "m" * 53}, "metadata.name"),
 ]
@@ -367,4 +409,38 @@ VALID = [
     ),
     Case("other-labels", {"spec.podTemplate.labels": {"app.kubernetes.io/version": "3"}}),
     Case("name-max-length", {"metadata.name": "m" * 52}),
+    Case(
+        "shadow-only",
+        {
+            "spec.rollout.steps": [{"shadow": {"duration": "10m"}}],
+            "spec.rollout.analysis.metrics.0": {"name": "shadow-agreement", "min": 0.98},
+        },
+    ),
+    Case(
+        "shadow-then-weights",
+        {
+            "spec.rollout.steps": [
+                {"shadow": {"percent": 20, "duration": "5m"}},
+                {"pause": {"duration": "1m"}},
+                {"shadow": {"percent": 100, "duration": "10m"}},
+                {"setWeight": 10},
+                {"pause": {}},
+            ],
+            "spec.rollout.analysis.metrics.0": {
+                "name": "shadow-slice-agreement",
+                "min": 0.95,
+                "minSamples": 200,
+            },
+        },
+    ),
+    Case(
+        "shadow-metric-name-with-own-query",
+        {
+            "spec.rollout.analysis.metrics.0": {
+                "name": "shadow-agreement",
+                "query": "vector(1)",
+                "maxIncrease": 1,
+            }
+        },
+    ),
 ]

@@ -152,3 +152,26 @@ def test_consequences_name_the_models() -> None:
     assert "s3://models/iris/3/model.onnx (now at 10% of traffic) will be promoted" in promote
     abort = consequence("abort", obj)
     assert "all traffic returns to s3://models/iris/2/model.onnx" in abort
+
+
+def test_a_shadow_step_says_what_is_mirrored_and_names_the_worst_slice() -> None:
+    obj = stored(full_status())
+    obj["spec"]["rollout"]["steps"] = [{"shadow": {"percent": 50, "duration": "10m"}}]
+    message = "v3 disagrees with v2 on 9.1% of rows where petal_length in [4.7, 5.1) (312 rows)"
+    canary = obj["status"]["canary"]
+    canary.update(state="Shadowing", shadowPercent=50, weight=0, stepIndex=0)
+    canary["analysis"] = [
+        {"name": "shadow-slice-agreement", "value": 0.909, "min": 0.95, "samples": 312,
+         "result": "Failed", "message": message, "time": "2025-01-02T03:09:00Z"}
+    ]  # fmt: skip
+    obj["spec"]["rollout"]["analysis"]["metrics"] = [
+        {"name": "shadow-slice-agreement", "min": 0.95}
+    ]
+    ModelDeployment.model_validate(obj)
+    lines = render(obj, now=NOW).splitlines()
+    assert "  Step:          1 of 1 (shadow 50% for 10m)" in lines
+    assert (
+        "  State:         Shadowing (the stable pods mirror 50% of their requests to it; "
+        "no client sees its answers)"
+    ) in lines
+    assert any(line.endswith(message) for line in lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from modeldeploy.builders import (
     build_deployment,
     build_disruption_budget,
     build_service,
+    build_shadow_config,
     server_concurrency,
 )
 from modeldeploy.config import OperatorConfig
@@ -304,3 +306,46 @@ def test_a_training_profile_is_fetched_beside_the_model_and_checked_by_the_serve
 def test_without_a_profile_the_server_gets_no_quality_flags() -> None:
     args = container(build_deployment(md()))["args"]
     assert not any(a.startswith(("--profile-uri", "--quality-policy")) for a in args)
+
+
+def test_only_the_stable_server_reads_the_shadow_config_from_a_read_only_volume() -> None:
+    stable, canary = build_deployment(md(), "stable"), build_deployment(md(), "canary")
+    server = container(stable)
+    assert "--shadow-config=/etc/modeldeploy/shadow/config.json" in server["args"]
+    assert {"name": "shadow", "mountPath": "/etc/modeldeploy/shadow", "readOnly": True} in server[
+        "volumeMounts"
+    ]
+    volumes = {v["name"]: v for v in stable["spec"]["template"]["spec"]["volumes"]}
+    # optional: a stable pod never waits for the ConfigMap; without the file nothing mirrors
+    assert volumes["shadow"] == {
+        "name": "shadow",
+        "configMap": {"name": "iris-shadow", "optional": True},
+    }
+    assert not any("shadow" in arg for arg in container(canary)["args"])
+    assert "shadow" not in {v["name"] for v in canary["spec"]["template"]["spec"]["volumes"]}
+    assert "shadow" not in {m["name"] for m in container(canary)["volumeMounts"]}
+
+
+def test_the_shadow_config_points_at_the_canary_service_or_nowhere() -> None:
+    model = md(service={"port": 9000})
+    on = build_shadow_config(model, 25)
+    assert on["kind"] == "ConfigMap"
+    assert on["metadata"]["name"] == "iris-shadow"
+    assert on["metadata"]["namespace"] == "ml"
+    assert on["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert on["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "modeldeploy"
+    assert json.loads(on["data"]["config.json"]) == {
+        "target": "http://iris-canary.ml.svc:9000",
+        "percent": 25,
+    }
+    off = build_shadow_config(model)
+    assert json.loads(off["data"]["config.json"]) == {"target": "", "percent": 0}
+    assert off["metadata"] == on["metadata"]
+
+
+def test_turning_mirroring_on_and_off_leaves_the_stable_pod_template_alone() -> None:
+    """The pod template does not depend on the shadow config, so no restart follows it."""
+    model = md()
+    template = build_deployment(model, "stable")["spec"]["template"]
+    assert build_shadow_config(model, 100) != build_shadow_config(model, 0)
+    assert build_deployment(model, "stable")["spec"]["template"] == template

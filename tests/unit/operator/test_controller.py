@@ -55,6 +55,7 @@ def test_list_cached_fills_the_store_and_marks_kinds_listed(
     at = {"resourceVersion": "7"}
     ANSWERS["/apis/apps/v1/namespaces/ns/deployments"] = {"metadata": at, "items": [listed]}
     ANSWERS["/api/v1/namespaces/ns/services"] = {"metadata": at, "items": []}
+    ANSWERS["/api/v1/namespaces/ns/configmaps"] = {"metadata": at, "items": []}
     ANSWERS["/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers"] = {"metadata": at}
     ANSWERS["/apis/policy/v1/namespaces/ns/poddisruptionbudgets"] = {"metadata": at}
     ANSWERS["/api/v1/namespaces/ns/pods"] = {"metadata": at, "items": [pod("p1")]}
@@ -64,6 +65,7 @@ def test_list_cached_fills_the_store_and_marks_kinds_listed(
     assert all("labelSelector=app.kubernetes.io/managed-by=modeldeploy" in p for _, p in requests)
     assert ctl.store.get("Deployment", "ns", "iris")["kind"] == "Deployment"  # type: ignore[index]
     assert ctl.store.known_absent("Service", "ns", "iris")
+    assert ctl.store.known_absent("ConfigMap", "ns", "iris-shadow")
     # The watch event of the listed version tells nothing new: no reconcile for it.
     assert not ctl.child_event({**listed, "kind": "Deployment"}, deleted=False)
     event = {"kind": "Deployment", "metadata": {**listed["metadata"], "resourceVersion": "8"}}

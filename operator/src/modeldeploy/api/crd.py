@@ -107,6 +107,9 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase",
      "description": "Summary of the state."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Rollout", "type": "string", "jsonPath": ".status.canary.state", "priority": 1,
+     "description": "State of the rollout under way: Progressing, Shadowing, Paused or "
+     "Promoting."},
     {"name": "Version", "type": "string", "jsonPath": ".spec.model.version", "priority": 1,
      "description": "Version of the model in the spec."},
     {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas", "priority": 1,

@@ -15,13 +15,23 @@ BUILTIN_METRICS = (
     "latency-p99",
     "prediction-drift",
     "data-quality",
+    "shadow-agreement",
+    "shadow-slice-agreement",
 )
 """Analysis metrics the operator knows how to query without a `query`."""
 
+SHADOW_METRICS = ("shadow-agreement", "shadow-slice-agreement")
+"""Built-in metrics read from the stable track's paired comparison of mirrored rows: they
+are measured during shadow steps only."""
+
+COMPARING_METRICS = ("prediction-drift", *SHADOW_METRICS)
+"""Built-in metrics that compare the canary with the stable track already (no maxIncrease)."""
+
 DEFAULT_MIN_SAMPLES = 100
 """minSamples of a built-in metric when the spec gives none: requests (error-rate,
-client-error-rate, latency-p99), predictions per track (prediction-drift) or input values
-(data-quality). Fewer than 100 make a p99 the maximum and one error a 1% error rate."""
+client-error-rate, latency-p99), predictions per track (prediction-drift), input values
+(data-quality) or mirrored rows (shadow-agreement; per slice for shadow-slice-agreement).
+Fewer than 100 make a p99 the maximum and one error a 1% error rate."""
 
 INCREASE_PATTERN = r"^[0-9]+(\.[0-9]+)?%?$"
 
@@ -77,14 +87,30 @@ class Pause(ApiModel):
     )
 
 
+class Shadow(ApiModel):
+    """Mirror a copy of the stable track's requests to the canary, which answers no client."""
+
+    percent: int = Field(
+        default=100,
+        ge=1,
+        le=100,
+        description="Percentage of the stable track's requests whose copy is sent to the canary.",
+    )
+    duration: Duration = Field(
+        description="How long to mirror (e.g. 10m), counted from when mirroring starts: once "
+        "the canary's pods are ready and its model's contract is checked."
+    )
+
+
 class Step(ApiModel):
-    """One canary step: exactly one of setWeight or pause."""
+    """One canary step: exactly one of setWeight, pause or shadow."""
 
     __rules__ = (
         Rule(
-            cel="has(self.setWeight) != has(self.pause)",
-            message="each step has exactly one of setWeight or pause",
-            check=lambda s: (s.set_weight is None) != (s.pause is None),
+            cel="(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) "
+            "+ (has(self.shadow) ? 1 : 0) == 1",
+            message="each step has exactly one of setWeight, pause or shadow",
+            check=lambda s: [s.set_weight, s.pause, s.shadow].count(None) == 2,
         ),
     )
 
@@ -95,6 +121,13 @@ class Step(ApiModel):
         description="Percentage of traffic (0-100) sent to the canary from this step on.",
     )
     pause: Pause | None = Field(default=None, description="Wait before the next step.")
+    shadow: Shadow | None = Field(
+        default=None,
+        description="Run the canary with no client traffic: the stable pods send it a copy of "
+        "percent of their requests and compare its answers with their own, row by row "
+        "(shadow-agreement, shadow-slice-agreement), for duration. Only before the first "
+        "setWeight.",
+    )
 
 
 class PrometheusSource(ApiModel):
@@ -146,6 +179,18 @@ class AnalysisMetric(ApiModel):
             reason="FieldValueForbidden",
         ),
         Rule(
+            cel=f"!(self.name in [{', '.join(repr(n) for n in SHADOW_METRICS)}]) "
+            "|| has(self.query) || !has(self.maxIncrease)",
+            message="shadow-agreement and shadow-slice-agreement compare the canary's answers "
+            "with the stable model's on the same rows already: bound them with min, not "
+            "maxIncrease",
+            check=lambda m: (
+                m.name not in SHADOW_METRICS or m.query is not None or m.max_increase is None
+            ),
+            field_path=".maxIncrease",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
             cel="!has(self.min) || !has(self.max) || self.min <= self.max",
             message="metrics[].min must be less than or equal to max",
             check=lambda m: m.min is None or m.max is None or m.min <= m.max,
@@ -162,8 +207,11 @@ class AnalysisMetric(ApiModel):
         "since client mistakes reach both tracks), latency-p99 (99th percentile latency, "
         "seconds), prediction-drift (Jensen-Shannon distance, 0 to 1, between the canary's and "
         "the stable track's predictions: class counts or the output histogram; it fails only "
-        "when the difference is also statistically significant) and data-quality (fraction of "
-        "input values outside the model's training profile). Any other name needs a query."
+        "when the difference is also statistically significant), data-quality (fraction of "
+        "input values outside the model's training profile), and, during shadow steps, "
+        "shadow-agreement (fraction of mirrored rows where the canary's answer agrees with the "
+        "stable model's) and shadow-slice-agreement (the same in the worst slice of the "
+        "training profile's bins with at least minSamples rows). Any other name needs a query."
     )
     query: Annotated[str, StringConstraints(min_length=1, max_length=4096)] | None = Field(
         default=None,
@@ -186,9 +234,10 @@ class AnalysisMetric(ApiModel):
         le=1_000_000_000,
         description="Fewest samples a run may judge: below it the result is Inconclusive (the "
         "next run reads a longer window). Counted per track: requests (error-rate, "
-        "client-error-rate, latency-p99 and queries), predictions (prediction-drift) or input "
-        f"values (data-quality). Default {DEFAULT_MIN_SAMPLES} for built-in metrics, 0 for "
-        "queries.",
+        "client-error-rate, latency-p99 and queries), predictions (prediction-drift), input "
+        "values (data-quality) or mirrored rows (shadow-agreement; shadow-slice-agreement "
+        "judges only slices with at least this many rows). Default "
+        f"{DEFAULT_MIN_SAMPLES} for built-in metrics, 0 for queries.",
     )
 
     def effective_min_samples(self) -> int:
@@ -299,6 +348,27 @@ class Rollout(ApiModel):
             field_path=".steps",
             reason="FieldValueInvalid",
         ),
+        Rule(
+            cel="!has(self.steps) || !self.steps.exists(s, has(s.setWeight)) || "
+            "self.steps.map(s, has(s.shadow)).lastIndexOf(true) < "
+            "self.steps.map(s, has(s.setWeight)).indexOf(true)",
+            message="rollout.steps[].shadow must come before the first setWeight: a canary "
+            "that answers clients is no longer shadowed",
+            check=lambda r: _shadow_first(r.steps),
+            field_path=".steps",
+            reason="FieldValueInvalid",
+        ),
+        Rule(
+            cel="!has(self.analysis) || !self.analysis.metrics.exists(m, !has(m.query) && "
+            f"m.name in [{', '.join(repr(n) for n in SHADOW_METRICS)}]) || "
+            "(has(self.steps) && self.steps.exists(s, has(s.shadow)))",
+            message="rollout.analysis.metrics[] shadow-agreement and shadow-slice-agreement "
+            "need a shadow step in rollout.steps: they are measured only while the canary is "
+            "shadowed",
+            check=lambda r: _shadow_metrics_have_a_step(r),
+            field_path=".analysis",
+            reason="FieldValueInvalid",
+        ),
     )
 
     strategy: Literal["Rolling", "Canary"] = Field(
@@ -308,8 +378,9 @@ class Rollout(ApiModel):
     )
     steps: StepList | None = Field(
         default=None,
-        description="Canary steps, in order: setWeight moves traffic (weights never decrease), "
-        "pause waits. After the last step the canary is promoted.",
+        description="Canary steps, in order: shadow mirrors a copy of the stable track's "
+        "requests to the canary (only before the first setWeight), setWeight moves traffic "
+        "(weights never decrease), pause waits. After the last step the canary is promoted.",
     )
     analysis: Analysis | None = Field(
         default=None,
@@ -339,3 +410,16 @@ class Rollout(ApiModel):
 def _never_decreasing(steps: list[Step] | None) -> bool:
     weights = [s.set_weight for s in steps or () if s.set_weight is not None]
     return weights == sorted(weights)
+
+
+def _shadow_first(steps: list[Step] | None) -> bool:
+    weights = [i for i, s in enumerate(steps or ()) if s.set_weight is not None]
+    shadows = [i for i, s in enumerate(steps or ()) if s.shadow is not None]
+    return not weights or not shadows or shadows[-1] < weights[0]
+
+
+def _shadow_metrics_have_a_step(rollout: Rollout) -> bool:
+    metrics = rollout.analysis.metrics if rollout.analysis else []
+    if not any(m.query is None and m.name in SHADOW_METRICS for m in metrics):
+        return True
+    return any(s.shadow is not None for s in rollout.steps or ())

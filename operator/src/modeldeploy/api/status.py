@@ -200,14 +200,23 @@ class CanaryStatus(ApiModel):
     template_hash: Annotated[str, StringConstraints(max_length=64)] | None = Field(
         default=None, description="Hash of the serving settings the canary runs."
     )
-    state: Literal["Progressing", "Paused", "Promoting"] = Field(
+    state: Literal["Progressing", "Shadowing", "Paused", "Promoting"] = Field(
         default="Progressing",
-        description="Progressing: walking the steps. Paused: waiting at a pause without "
-        "duration for promote or abort. Promoting: the stable track is taking the new model; "
-        "the canary goes once every stable pod runs it.",
+        description="Progressing: walking the steps. Shadowing: at a shadow step, the stable "
+        "pods mirror a copy of their requests to the canary (which answers no client) since "
+        "stepStartedAt. Paused: waiting at a pause without duration for promote or abort. "
+        "Promoting: the stable track is taking the new model; the canary goes once every "
+        "stable pod runs it.",
     )
     weight: int = Field(
         default=0, ge=0, le=100, description="Percentage of traffic the canary receives now."
+    )
+    shadow_percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="While Shadowing: percentage of the stable track's requests mirrored to "
+        "the canary.",
     )
     step_index: int = Field(
         default=0, ge=0, description="Index of the current step in spec.rollout.steps."

@@ -23,6 +23,7 @@ from modeldeploy.api.rollout import (
     Pause,
     PrometheusSource,
     Rollout,
+    Shadow,
     Step,
     TrafficRouting,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "Rollout",
     "Runtime",
     "ServiceSpec",
+    "Shadow",
     "Step",
     "TrafficRouting",
 ]

@@ -18,6 +18,7 @@ from modeldeploy.builders.names import (
 )
 from modeldeploy.builders.route import build_route
 from modeldeploy.builders.service import build_service
+from modeldeploy.builders.shadow import build_shadow_config, canary_url, shadow_config_name
 
 __all__ = [
     "CANARY",
@@ -28,11 +29,14 @@ __all__ = [
     "build_disruption_budget",
     "build_route",
     "build_service",
+    "build_shadow_config",
+    "canary_url",
     "deployment_name",
     "owner_reference",
     "selector_labels",
     "server_concurrency",
     "server_threads",
     "service_name",
+    "shadow_config_name",
     "standard_labels",
 ]

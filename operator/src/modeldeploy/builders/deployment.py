@@ -17,6 +17,12 @@ from modeldeploy.builders.names import (
     selector_labels,
     standard_labels,
 )
+from modeldeploy.builders.shadow import (
+    SHADOW_CONFIG,
+    SHADOW_DIR,
+    SHADOW_VOLUME,
+    shadow_config_name,
+)
 from modeldeploy.config import OperatorConfig
 
 MODEL_DIR = "/models"
@@ -135,7 +141,7 @@ def grace_period(md: ModelDeployment) -> int:
     return shutdown.drain_seconds + shutdown.timeout_seconds + GRACE_MARGIN
 
 
-def _server_args(md: ModelDeployment, settings: OperatorConfig) -> list[str]:
+def _server_args(md: ModelDeployment, track: Track, settings: OperatorConfig) -> list[str]:
     model = md.spec.model
     shutdown = shutdown_of(md)
     args = [
@@ -165,6 +171,9 @@ def _server_args(md: ModelDeployment, settings: OperatorConfig) -> list[str]:
             f"--max-batch-size={batching.max_batch_size}",
             f"--max-batch-delay-ms={batching.max_delay_ms}",
         ]
+    if track == STABLE:
+        # Only the stable track mirrors (during shadow steps), never the canary.
+        args.append(f"--shadow-config={SHADOW_CONFIG}")
     return args
 
 
@@ -250,7 +259,7 @@ def _server_container(
         "name": "server",
         "image": image,
         **pull,
-        "args": _server_args(md, settings),
+        "args": _server_args(md, track, settings),
         "env": _env(md, track),
         "ports": [
             {"name": "http", "containerPort": settings.server_http_port, "protocol": "TCP"},
@@ -265,6 +274,11 @@ def _server_container(
         "volumeMounts": [
             {"name": "model", "mountPath": MODEL_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            *(
+                [{"name": SHADOW_VOLUME, "mountPath": SHADOW_DIR, "readOnly": True}]
+                if track == STABLE
+                else []
+            ),
         ],
     }
 
@@ -284,6 +298,16 @@ def _pod_spec(md: ModelDeployment, track: Track, settings: OperatorConfig) -> di
     for volume, claim in _source_claims(md):
         volumes.append(
             {"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+    if track == STABLE:
+        # Mounted whether or not a rollout shadows: mirroring on and off then only rewrites
+        # the ConfigMap (the kubelet refreshes the file) instead of restarting the stable
+        # pods. Optional, so a pod never waits for it: without the file nothing is mirrored.
+        volumes.append(
+            {
+                "name": SHADOW_VOLUME,
+                "configMap": {"name": shadow_config_name(md), "optional": True},
+            }
         )
     spec: dict[str, Any] = {
         "automountServiceAccountToken": False,

@@ -30,7 +30,7 @@ the canary's, then the stable track's when it was measured."""
 
 # Canary fields with a place in the layout; any other scalar field is listed after them.
 _CANARY_LAYOUT = (
-    "uri", "sha256", "version", "templateHash", "weight", "stepIndex", "state",
+    "uri", "sha256", "version", "templateHash", "weight", "stepIndex", "state", "shadowPercent",
     "failedChecks", "passedChecks", "startedAt", "stepStartedAt", "analysis", "contract",
     "windowStart",
 )  # fmt: skip
@@ -176,7 +176,13 @@ def _canary_fields(
             step += f" ({_step(steps[index])})"
         fields.append(("Step", step))
     if canary.get("state"):
-        fields.append(("State", str(canary["state"])))
+        state = str(canary["state"])
+        if state == "Shadowing" and canary.get("shadowPercent"):
+            state += (
+                f" (the stable pods mirror {canary['shadowPercent']}% of their requests to "
+                "it; no client sees its answers)"
+            )
+        fields.append(("State", state))
     if "failedChecks" in canary:
         limit = ((spec.get("rollout") or {}).get("analysis") or {}).get("failureLimit")
         checks = str(canary["failedChecks"])
@@ -206,6 +212,9 @@ def _step(step: dict[str, Any]) -> str:
     if "pause" in step:
         duration = (step.get("pause") or {}).get("duration")
         return f"pause {duration}" if duration else "pause until promoted"
+    if "shadow" in step:
+        shadow = step.get("shadow") or {}
+        return f"shadow {shadow.get('percent', 100)}% for {shadow.get('duration', '?')}"
     return ", ".join(f"{k} {v}" for k, v in step.items())
 
 

@@ -175,6 +175,7 @@ def reconcile(
         settings,
         deployments=plan.deployments,
         service=plan.service,
+        shadow_config=plan.shadow_config,
         extra=plan.extra,
         absent=plan.absent,
         may_exist=may_exist,

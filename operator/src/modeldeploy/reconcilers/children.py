@@ -1,7 +1,8 @@
 """Bring the children of one ModelDeployment to their desired state, in a fixed order.
 
-Service, then Deployment(s), then autoscaler and disruption budget (as KServe's raw-deployment
-reconciler does). Each child: build (pure), compare with what exists, apply or do nothing.
+Service, then the shadow config the stable pods mount, then Deployment(s), then autoscaler and
+disruption budget (as KServe's raw-deployment reconciler does). Each child: build (pure),
+compare with what exists, apply or do nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from modeldeploy.builders import (
     build_deployment,
     build_disruption_budget,
     build_service,
+    build_shadow_config,
     deployment_name,
 )
 from modeldeploy.builders.deployment import desired_replicas
@@ -123,15 +125,18 @@ def reconcile_children(
     *,
     deployments: list[dict[str, Any]] | None = None,
     service: dict[str, Any] | None = None,
+    shadow_config: dict[str, Any] | None = None,
     extra: list[dict[str, Any]] | None = None,
     absent: list[tuple[str, str, str]] | None = None,
     may_exist: MayExist | None = None,
 ) -> ChildResult:
-    """Service, Deployment(s), routing, autoscaler, disruption budget: each as desired, in
-    this order; then the children that must not exist are deleted.
+    """Service, shadow config, Deployment(s), routing, autoscaler, disruption budget: each as
+    desired, in this order; then the children that must not exist are deleted.
 
     ``deployments`` replaces the single stable Deployment when a rollout manages the tracks,
-    ``service`` the main Service (the rollout keeps a canary without traffic out of it);
+    ``service`` the main Service (the rollout keeps a canary without traffic out of it),
+    ``shadow_config`` the ConfigMap that mirrors nothing (a shadow step points it at the
+    canary; it exists before the stable pods that mount it);
     ``extra`` (per-track Services, the HTTPRoute) is applied after them, so traffic moves only
     to pods that exist; ``absent`` lists (apiVersion, kind, name) of children to remove.
     """
@@ -139,6 +144,7 @@ def reconcile_children(
     current_service = ensure(kube, service or build_service(md, settings=settings), result)
     if current_service is not None:
         result.objects["service"] = current_service
+    ensure(kube, shadow_config or build_shadow_config(md), result)
     for deployment in deployments or [
         build_deployment(md, STABLE, settings, replicas=desired_replicas(md))
     ]:

@@ -24,6 +24,7 @@ from modeldeploy.builders import (
     build_deployment,
     build_route,
     build_service,
+    build_shadow_config,
     deployment_name,
     service_name,
 )
@@ -77,6 +78,9 @@ class RolloutChildren:
     deployments: list[dict[str, Any]]
     service: dict[str, Any] | None = None
     """The main Service; it selects only the stable track while the canary has no traffic."""
+    shadow_config: dict[str, Any] | None = None
+    """The ConfigMap the stable pods read: the canary Service during a shadow step, else
+    nothing to mirror to."""
     extra: list[dict[str, Any]] = field(default_factory=list)
     """Per-track Services and the HTTPRoute (Gateway API routing)."""
     absent: list[tuple[str, str, str]] = field(default_factory=list)
@@ -223,9 +227,25 @@ def plan_rollout(
         if analysis_due(md, status, now) and obs.canary_ready > 0:
             prometheus = Prometheus(address) if address else None
             window = analysis_window(md, status, now)
-            obs.analysis = measure(md, prometheus, now, window=window, unavailable=NO_PROMETHEUS)
+            obs.analysis = measure(
+                md,
+                prometheus,
+                now,
+                window=window,
+                unavailable=NO_PROMETHEUS,
+                shadowing=status.canary is not None and status.canary.state == "Shadowing",
+                versions=(_version(status.canary), _version(status.stable)),
+            )
+            if not obs.analysis:
+                obs.analysis = None  # only shadow metrics, and no shadow step under way
     decision = advance(md, status, obs)
     return _children(md, settings, decision, obs, stable_now, canary_now)
+
+
+def _version(model: Any) -> str | None:
+    """How a shadow gate's message names a track's model: "v2" for version 2."""
+    version = getattr(model, "version", None)
+    return f"v{str(version).removeprefix('v')}" if version else None
 
 
 def with_routing_error(
@@ -269,15 +289,26 @@ def _children(
     service = build_service(md, settings=settings, only=None if sharing else STABLE)
     extra: list[dict[str, Any]] = []
     route = build_route(md, decision.weight)
+    steps = md.spec.rollout.steps or []
+    # The stable pods mirror to the canary's own Service during shadow steps: it exists from
+    # the start of a rollout that has one, so it has endpoints before the first copy.
+    shadowed = decision.canary_target is not None and any(s.shadow for s in steps)
     if route is not None:
         extra += [build_service(md, STABLE, settings), build_service(md, CANARY, settings), route]
     else:
-        absent += [("v1", "Service", service_name(md, t)) for t in (STABLE, CANARY)]
+        absent.append(("v1", "Service", service_name(md, STABLE)))
+        if shadowed:
+            extra.append(build_service(md, CANARY, settings))
+        else:
+            absent.append(("v1", "Service", service_name(md, CANARY)))
         if md.spec.rollout.strategy == "Canary":
             # Not watched, so read each time: only where a route is likely to have existed
             # (the resync removes one left behind by a change of strategy).
             absent.append((ROUTE_API_VERSION, "HTTPRoute", name_of(md)))
-    return RolloutChildren(decision, obs, deployments, service, extra, absent, canary_now)
+    shadow_config = build_shadow_config(md, decision.mirror)
+    return RolloutChildren(
+        decision, obs, deployments, service, shadow_config, extra, absent, canary_now
+    )
 
 
 def routing_error(refusals: list[Refusal]) -> str | None:

@@ -18,8 +18,9 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from modeldeploy.api import ModelDeployment, parse_duration
-from modeldeploy.api.rollout import AnalysisMetric
+from modeldeploy.api.rollout import SHADOW_METRICS, AnalysisMetric
 from modeldeploy.api.status import AnalysisResult
+from modeldeploy.rollout.agreement import agreement, describe_disagreement, slices, worst_slice
 from modeldeploy.rollout.plan import iso
 from modeldeploy.rollout.statistics import homogeneity, jensen_shannon
 from modeldeploy.rollout.verdicts import judge
@@ -123,10 +124,21 @@ LATENCY_SAMPLES = counted("modeldeploy_request_duration_seconds_count")
 CLASS_COUNTS = counted("modeldeploy_predictions_total", by="class")
 VALUE_BUCKETS = counted("modeldeploy_prediction_value_bucket", by="le")
 
+# The paired comparison of mirrored rows, counted by the stable track's pods (the track that
+# mirrors), so read with {{track}} = stable.
+SHADOW_TRACK = "stable"
+SHADOW_ROWS = counted("modeldeploy_shadow_rows_total")
+SHADOW_DISAGREED = counted("modeldeploy_shadow_disagreeing_rows_total")
+SHADOW_DROPPED = counted("modeldeploy_shadow_dropped_total")
+SLICE_ROWS = counted("modeldeploy_shadow_slice_rows_total", by="feature, bin")
+SLICE_DISAGREED = counted("modeldeploy_shadow_disagreements_total", by="feature, bin")
+
 BUILTIN_QUERIES: dict[str, list[str]] = {
     **{name: [numerator, denominator] for name, (numerator, denominator, _) in RATIOS.items()},
     "latency-p99": [LATENCY_P99, LATENCY_SAMPLES],
     "prediction-drift": [CLASS_COUNTS, VALUE_BUCKETS],
+    "shadow-agreement": [SHADOW_DISAGREED, SHADOW_ROWS, SHADOW_DROPPED],
+    "shadow-slice-agreement": [SLICE_DISAGREED, SLICE_ROWS],
 }
 """Every query a built-in metric runs, per track (for the documentation and its test)."""
 
@@ -186,6 +198,8 @@ class _Reader:
     md: ModelDeployment
     source: MetricsSource
     seconds: int
+    versions: tuple[str, str] = ("the canary", "the stable model")
+    """How messages name the canary's and the stable track's models (e.g. v2, v1)."""
 
     def query(self, promql: str, track: str) -> list[Sample]:
         return self.source.query(render(promql, self.md, track, self.seconds))
@@ -233,10 +247,49 @@ class _Reader:
             f"predictions; p = {test.p_value:.2g}"
         )
 
+    def shadow(self, metric: AnalysisMetric, entry: dict[str, Any]) -> None:
+        """shadow-agreement (all mirrored rows) or shadow-slice-agreement (the worst slice
+        with at least minSamples rows): agreement of the canary's answers with stable's."""
+        canary, stable = self.versions
+        if metric.name == "shadow-agreement":
+            rows = _count(self.query(SHADOW_ROWS, SHADOW_TRACK))
+            entry["samples"] = round(rows)
+            value = agreement(rows, _count(self.query(SHADOW_DISAGREED, SHADOW_TRACK)))
+            if value is None:
+                entry["message"] = "no mirrored row compared in this window"
+                return
+            disagreed = rows * (1 - value)
+            entry.update(value=round(value, 6))
+            entry["message"] = describe_disagreement(canary, stable, rows, disagreed)
+            dropped = _count(self.query(SHADOW_DROPPED, SHADOW_TRACK))
+            if dropped > 0:
+                entry["message"] += f" ({dropped:.0f} copies dropped, not compared)"
+            return
+        found = slices(
+            self.query(SLICE_ROWS, SHADOW_TRACK), self.query(SLICE_DISAGREED, SHADOW_TRACK)
+        )
+        need = metric.effective_min_samples()
+        worst = worst_slice(found, need)
+        if worst is None:
+            most = max((s.rows for s in found), default=0.0)
+            entry["samples"] = round(most)
+            entry["message"] = (
+                f"no slice has {need} mirrored rows yet (minSamples; the largest has {most:.0f})"
+                if found
+                else "no mirrored row compared in this window"
+            )
+            return
+        entry.update(value=round(worst.agreement, 6), samples=round(worst.rows))
+        entry["message"] = describe_disagreement(
+            canary, stable, worst.rows, worst.disagreements, worst.where
+        )
+
     def read(self, metric: AnalysisMetric, entry: dict[str, Any]) -> None:
         """Fill ``entry`` with what ``metric`` measures (value, samples, stable's too)."""
         if metric.query is None and metric.name == "prediction-drift":
             return self.drift(entry)
+        if metric.query is None and metric.name in SHADOW_METRICS:
+            return self.shadow(metric, entry)
         value, samples, rests_on = self.track(metric, "canary")
         entry["samples"] = samples
         if value is not None:
@@ -261,16 +314,25 @@ def measure(
     *,
     window: timedelta | None = None,
     unavailable: str | None = None,
+    shadowing: bool = False,
+    versions: tuple[str | None, str | None] = (None, None),
 ) -> list[AnalysisResult]:
     """One analysis run over the ``window`` ending now (default: the interval): every metric
-    of ``md``'s analysis, as ``status.canary.analysis``."""
+    of ``md``'s analysis, as ``status.canary.analysis``.
+
+    The shadow gates are measured only while ``shadowing`` (a shadow step mirrors requests):
+    outside of one there is nothing to compare, and they neither pass nor fail. ``versions``
+    names the canary's and the stable model in their messages (e.g. v2, v1)."""
     analysis = md.spec.rollout.analysis
     if analysis is None:
         return []
     seconds = max(1, int((window or parse_duration(analysis.interval)).total_seconds()))
     stamp = iso(now)
+    names = (versions[0] or "the canary", versions[1] or "the stable model")
     results = []
     for metric in analysis.metrics:
+        if metric.query is None and metric.name in SHADOW_METRICS and not shadowing:
+            continue
         entry: dict[str, Any] = {"name": metric.name, "window": f"{seconds}s", "time": stamp}
         for key, value in (
             ("min", metric.min),
@@ -283,7 +345,7 @@ def measure(
         try:
             if source is None:
                 raise AnalysisError(unavailable or "no metrics source")
-            _Reader(md, source, seconds).read(metric, entry)
+            _Reader(md, source, seconds, names).read(metric, entry)
         except AnalysisError as error:
             entry.update(result="Inconclusive", message=str(error)[:1024])
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from modeldeploy.api import CanaryStatus, ModelDeployment, ModelStatus, parse_duration
-from modeldeploy.api.rollout import Analysis
+from modeldeploy.api.rollout import SHADOW_METRICS, Analysis
 from modeldeploy.api.status import ContractCheck
 from modeldeploy.rollout.contract import ContractReading, differences
 from modeldeploy.rollout.state import (
@@ -153,6 +153,13 @@ def _count_analysis(tick: Tick, analysis: Analysis) -> Decision | None:
     return None
 
 
+def _measurable(analysis: Analysis, canary: CanaryStatus) -> bool:
+    """Whether a run now would measure anything: shadow gates measure only while shadowing."""
+    return canary.state == "Shadowing" or any(
+        m.query is not None or m.name not in SHADOW_METRICS for m in analysis.metrics
+    )
+
+
 def _run(tick: Tick) -> Decision:
     """The questions of a tick, in order (see the module docstring)."""
     obs, decision, canary = tick.obs, tick.decision, tick.canary
@@ -186,9 +193,12 @@ def _run(tick: Tick) -> Decision:
     if not exact and not obs.autoscaled and weight > 0:
         # Only pods already ready for the current weight take over the stable track's share.
         decision.stable_replicas = stable_share(total, canary_replicas(total, weight, exact=False))
-    reason = "CanaryPaused" if canary.state == "Paused" else "CanaryProgressing"
+    reason = {"Paused": "CanaryPaused", "Shadowing": "CanaryShadowing"}.get(
+        canary.state, "CanaryProgressing"
+    )
     decision.progressing = (reason, waiting)
-    if analysis is not None:  # analysis runs in the background, paused or not
+    if analysis is not None and _measurable(analysis, canary):
+        # analysis runs in the background, paused or not
         last = last_analysis(canary) or parse_time(canary.started_at)
         decision.wake((last + parse_duration(analysis.interval) - obs.now).total_seconds())
     return decision

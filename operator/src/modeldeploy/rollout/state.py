@@ -145,6 +145,9 @@ class Decision:
     """Pods of the stable Deployment; None when the autoscaler owns the count."""
     weight: int = 0
     """Percentage of traffic routed to the canary."""
+    mirror: int = 0
+    """Percentage of the stable track's requests mirrored to the canary (a shadow step); 0
+    turns mirroring off, as it is whenever a shadow step is not under way."""
     events: list[Event] = field(default_factory=list)
     clear_annotations: bool = False
     requeue_after: float | None = None

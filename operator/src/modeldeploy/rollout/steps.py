@@ -1,12 +1,19 @@
 """The steps of ``spec.rollout.steps``, in the manner of Argo Rollouts' canary: a dispatcher
-picks the function of the step's kind (setWeight, a pause until promoted, a timed pause); each
-returns None once its step is complete, else what the canary waits for. Pure."""
+picks the function of the step's kind (shadow, setWeight, a pause until promoted, a timed
+pause); each returns None once its step is complete, else what the canary waits for. Pure."""
 
 from __future__ import annotations
 
 from modeldeploy.api import parse_duration
-from modeldeploy.api.rollout import Step
-from modeldeploy.rollout.state import Decision, canary_replicas, describe_model, iso, parse_time
+from modeldeploy.api.rollout import Shadow, Step
+from modeldeploy.rollout.state import (
+    Decision,
+    canary_replicas,
+    describe_model,
+    iso,
+    parse_time,
+    stamp,
+)
 from modeldeploy.rollout.tick import Tick, no_traffic, promote, rollback
 from modeldeploy.rollout.verdicts import summary
 
@@ -17,7 +24,9 @@ def _run_step(tick: Tick, step: Step, where: str) -> Decision | str | None:
     """The dispatcher: the function of this step's kind."""
     if step.set_weight is not None:
         return _set_weight(tick, step.set_weight, where)
-    assert step.pause is not None  # the API allows exactly one of the two
+    if step.shadow is not None:
+        return _shadow(tick, step.shadow, where)
+    assert step.pause is not None  # the API allows exactly one of the three
     if step.pause.duration is None:
         return _pause_until_promoted(tick, where)
     return _pause_for(tick, step.pause.duration, where)
@@ -67,6 +76,61 @@ def _set_weight(tick: Tick, weight: int, where: str) -> Decision | str | None:
     if obs.canary_ready >= needed and pending is not None:
         wait = min(wait, 5)  # the metadata may be readable in a moment
     tick.decision.wake(wait)
+    return waiting
+
+
+def _shadow(tick: Tick, shadow: Shadow, where: str) -> Decision | str | None:
+    """shadow: once enough canary pods are ready and the contract is checked, the stable pods
+    mirror ``percent`` % of their requests to the canary for ``duration``; no client traffic
+    reaches the canary (its weight stays where it is: 0, as shadow steps come first)."""
+    obs, canary, decision = tick.obs, tick.canary, tick.decision
+    # Capacity for the copies it is sent, on top of the stable track (which keeps its pods).
+    needed = canary_replicas(tick.total, shadow.percent, exact=True)
+    decision.canary_replicas = max(decision.canary_replicas, needed)
+    if canary.state != "Shadowing":
+        pending = tick.contract_pending()
+        if obs.canary_ready < needed or pending is not None:
+            return _shadow_waits(tick, shadow, where, needed, pending)
+        canary.state = "Shadowing"
+        canary.step_started_at = stamp(obs.now)  # the duration counts from the first copy
+    canary.shadow_percent = shadow.percent
+    end = parse_time(canary.step_started_at) + parse_duration(shadow.duration)
+    if obs.now >= end:
+        tick.next_step()  # mirroring goes off with the step (decision.mirror stays 0)
+        return None
+    decision.mirror = shadow.percent
+    decision.wake((end - obs.now).total_seconds())
+    return (
+        f"Canary shadowed ({where}): the stable pods mirror {shadow.percent}% of their "
+        f"requests to it and compare its answers with theirs until {iso(end)}; no client "
+        "sees them."
+    )
+
+
+def _shadow_waits(
+    tick: Tick, shadow: Shadow, where: str, needed: int, pending: str | None
+) -> Decision | str:
+    """What a shadow step waits for before mirroring (a rollback past the progress deadline)."""
+    ready = tick.obs.canary_ready
+    if ready < needed:
+        missing = f"{ready} of {needed} pod(s) ready"
+        waiting = (
+            f"Canary at 0% ({where}): waiting for {needed} canary pod(s) to be ready "
+            f"({ready} ready) before mirroring {shadow.percent}% of the stable track's "
+            "requests to it."
+        )
+    else:
+        missing = str(pending)
+        waiting = f"Canary at 0% ({where}): {pending} before mirroring requests to it."
+    if tick.overdue():
+        return rollback(
+            tick,
+            "ProgressDeadlineExceeded",
+            f"the canary was not ready to be shadowed within {tick.rollout.progress_deadline}: "
+            f"{missing}",
+        )
+    wait = tick.remaining().total_seconds()
+    tick.decision.wake(min(wait, 5) if ready >= needed else wait)
     return waiting
 
 

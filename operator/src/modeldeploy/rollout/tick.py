@@ -73,6 +73,7 @@ class Tick:
         self.canary.step_index += 1
         self.canary.step_started_at = stamp(self.obs.now)
         self.canary.state = "Progressing"
+        self.canary.shadow_percent = None
 
     def contract_pending(self) -> str | None:
         """Why traffic may not move yet for want of a contract check; None once checked."""
@@ -87,7 +88,7 @@ def rollback(tick: Tick, reason: str, message: str) -> Decision:
     ended = entry(tick.target, tick.canary, "RolledBack", reason, message, obs.now)
     record(decision, ended)
     decision.canary = decision.canary_target = None
-    decision.canary_replicas = decision.weight = 0
+    decision.canary_replicas = decision.weight = decision.mirror = 0
     decision.stable_target = tick.stable
     decision.stable_replicas = None if obs.autoscaled else tick.total
     decision.progressing = None
@@ -102,6 +103,8 @@ def rollback(tick: Tick, reason: str, message: str) -> Decision:
 def promote(tick: Tick, reason: str, message: str) -> Decision:
     decision, weight = tick.decision, tick.canary.weight
     tick.canary.state = "Promoting"
+    tick.canary.shadow_percent = None
+    decision.mirror = 0
     tick.canary.step_started_at = stamp(tick.obs.now)
     decision.events.append(("Normal", reason, message))
     decision.stable_target = tick.target

@@ -47,12 +47,8 @@ def judge(metric: AnalysisMetric, entry: dict[str, Any]) -> None:
     value, samples = entry.get("value"), entry.get("samples")
     compared = metric.max_increase is not None or "stableSamples" in entry
     if value is None:
-        return _inconclusive(
-            entry,
-            "no sample from the canary in this window"
-            if samples == 0
-            else entry.get("message") or "no data for the canary in this window",
-        )
+        default = "no sample from the canary" if samples == 0 else "no data for the canary"
+        return _inconclusive(entry, entry.get("message") or f"{default} in this window")
     if samples is not None and samples < need:
         return _inconclusive(
             entry, f"too few samples from the canary: {samples} of the {need} (minSamples)"
