@@ -124,7 +124,7 @@ class ShadowPrometheus:
             return [({"feature": f, "bin": b}, d) for (f, b), (_, d) in self.slices.items()]
         for name, key in (
             ("rows", "rows"),
-            ("disagreed_rows", "disagreed"),
+            ("disagreeing_rows", "disagreed"),
             ("dropped", "dropped"),
         ):
             if f"modeldeploy_shadow_{name}_total" in promql:
