@@ -302,7 +302,7 @@ class DataPlane:
     ) -> InferResult:
         """Check ``request`` against the model, queue it and wait for its outputs.
 
-        ``shadow``: a mirrored copy, left out of the model-aware metrics; ``keep``: outputs
+        ``shadow``: a mirrored copy, left out of the data-quality metrics; ``keep``: outputs
         to return in ``InferResult.kept`` as well (what the shadow mirror compares).
 
         Everything up to queueing runs synchronously in the caller's loop turn, so a
@@ -312,13 +312,16 @@ class DataPlane:
         assert batcher is not None
         inputs, rows = self._check_inputs(slot, request.inputs)
         names, binary = self._select_outputs(slot, request)
-        # A mirrored copy (shadow) is not monitored: its rows are the stable's real traffic.
-        monitor = None if shadow else slot.monitor
+        # A mirrored copy's inputs are the stable's live traffic, already checked there, so
+        # the data-quality counters leave them out; its predictions are counted, since they are
+        # what the canary answers on live rows (what prediction-drift compares during a shadow
+        # step, when the canary answers no client).
+        monitor = slot.monitor
         kept = None
         if monitor is None and not keep:
             arrays = await batcher.submit(inputs, names, rows)
         else:
-            if monitor is not None:
+            if monitor is not None and not shadow:
                 monitor.check(inputs)
             # The predictions (and what the mirror compares) are computed even when the
             # client asked for other outputs.

@@ -177,7 +177,7 @@ def collect_shadow(data: ShadowAggregate, base: list[str]) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "modeldeploy_shadow_requests",
             "Mirrored copies this server answered (marked Modeldeploy-Shadow: 1), by model and "
-            "HTTP status code; they are left out of modeldeploy_requests_total and of the "
+            "HTTP status code; they are left out of modeldeploy_requests_total and of the input "
             "data-quality metrics.",
             labels=["deployment", "track", "model", "code"],
         )

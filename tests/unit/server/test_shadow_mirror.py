@@ -228,6 +228,27 @@ def test_a_copy_is_never_mirrored_onward(
     assert metrics.requests == {} and metrics.shadow_requests == {("m", 200): 1}
 
 
+def test_a_copy_counts_its_predictions_but_not_its_inputs(
+    loop: asyncio.AbstractEventLoop, models: dict[str, Path]
+) -> None:
+    """The canary's prediction counters include the copies (prediction-drift compares them
+    during a shadow step); its data-quality counters leave them out (the stable checked them)."""
+    profile = parse_profile(build_profile(classifier_training_rows(), models["v1"]))
+    client, dataplane, _metrics = make_app(loop, models["v1"], profile=profile)
+    monitor = dataplane.slot.monitor
+    assert monitor is not None and monitor.inputs is not None
+    before = monitor.snapshot()["inputs"]
+    rows = np.full((3, 4), 90.0, dtype=np.float32)  # far outside the profile
+    copy = client.post("/v2/models/m/infer", _body(rows), headers={"modeldeploy-shadow": "1"})
+    assert copy.status == 200
+    predicted = lambda: sum(count for _, count in monitor.snapshot()["classes"])  # noqa: E731
+    assert predicted() == 3
+    assert monitor.snapshot()["inputs"] == before
+    assert client.post("/v2/models/m/infer", _body(rows)).status == 200
+    assert predicted() == 6
+    assert monitor.snapshot()["inputs"] != before
+
+
 def test_percent_samples_requests(loop: asyncio.AbstractEventLoop, models: dict[str, Path]) -> None:
     client, mirror, _tally = _stable(
         loop, models["v1"], ShadowTarget("127.0.0.1", 9, percent=0.0), queue_size=1000
