@@ -192,6 +192,54 @@ def test_shadow_gates_are_measured_only_while_shadowing() -> None:
     assert measure(only_shadow, source, T0, shadowing=False) == []
 
 
+class CopiesPrometheus:
+    """The canary answered 200 mirrored copies, 6 of them 5xx, and no client (its
+    ``modeldeploy_requests_total`` is empty); the stable track answered 1000 clients."""
+
+    def __init__(self) -> None:
+        self.queries: list[str] = []
+
+    def query(self, promql: str) -> list[Sample]:
+        self.queries.append(promql)
+        canary = 'track="canary"' in promql
+        if "modeldeploy_shadow_requests_total" in promql:
+            assert canary, promql
+            return [({}, 6.0 if 'code=~"5.."' in promql else 200.0)]
+        if "modeldeploy_requests_total" in promql and not canary:
+            return [({}, 1.0 if 'code=~"5.."' in promql else 1000.0)]
+        return []
+
+
+def test_while_shadowing_the_canary_error_rate_is_read_from_its_copies() -> None:
+    md = shadowed_md({"name": "error-rate", "max": 1, "maxIncrease": "0.01"})
+    [entry] = measure(md, CopiesPrometheus(), T0, shadowing=True)
+    assert (entry.result, entry.value, entry.samples) == ("Failed", 0.03, 200)
+    assert entry.stable_value == 0.001
+    assert entry.message == (
+        "canary 6 of 200 mirrored copies answered 5xx; stable 1 of 1000 requests answered 5xx"
+    )
+    # Outside a shadow step the same canary has answered no client: nothing to judge.
+    [entry] = measure(md, CopiesPrometheus(), T0, shadowing=False)
+    assert (entry.result, entry.samples) == ("Inconclusive", 0)
+
+
+def test_client_only_metrics_wait_for_client_traffic() -> None:
+    """latency-p99 and data-quality judge the canary's answers to clients: a shadow step has
+    none, so they are left out of its runs (and the shadow gates out of the others)."""
+    md = shadowed_md(
+        {"name": "latency-p99", "max": 1},
+        {"name": "data-quality", "max": 0.1},
+        {"name": "prediction-drift", "max": 0.2},
+        {"name": "error-rate", "max": 0.01},
+        {"name": "shadow-agreement", "min": 0.9},
+        {"name": "mine", "query": "vector(1)", "max": 2},
+    )
+    shadowing = [r.name for r in measure(md, CopiesPrometheus(), T0, shadowing=True)]
+    assert shadowing == ["prediction-drift", "error-rate", "shadow-agreement", "mine"]
+    serving = [r.name for r in measure(md, CopiesPrometheus(), T0, shadowing=False)]
+    assert serving == ["latency-p99", "data-quality", "prediction-drift", "error-rate", "mine"]
+
+
 def test_every_shadow_query_reads_the_window_and_the_mirroring_track() -> None:
     for name in ("shadow-agreement", "shadow-slice-agreement"):
         for query in BUILTIN_QUERIES[name]:

@@ -24,6 +24,11 @@ SHADOW_METRICS = ("shadow-agreement", "shadow-slice-agreement")
 """Built-in metrics read from the stable track's paired comparison of mirrored rows: they
 are measured during shadow steps only."""
 
+CLIENT_METRICS = ("latency-p99", "data-quality")
+"""Built-in metrics of the canary's answers to clients alone: not measured during a shadow
+step, when the canary answers mirrored copies only (its latency then is not a client's, and
+the copies' inputs are the stable's, checked there)."""
+
 COMPARING_METRICS = ("prediction-drift", *SHADOW_METRICS)
 """Built-in metrics that compare the canary with the stable track already (no maxIncrease)."""
 
@@ -239,6 +244,15 @@ class AnalysisMetric(ApiModel):
         "judges only slices with at least this many rows). Default "
         f"{DEFAULT_MIN_SAMPLES} for built-in metrics, 0 for queries.",
     )
+
+    def measured(self, shadowing: bool) -> bool:
+        """Whether an analysis run measures this metric, during a shadow step or outside one
+        (the shadow gates only during one, latency-p99 and data-quality only outside)."""
+        if self.query is not None:
+            return True
+        if self.name in SHADOW_METRICS:
+            return shadowing
+        return not (shadowing and self.name in CLIENT_METRICS)
 
     def effective_min_samples(self) -> int:
         """minSamples, or the default of a built-in metric."""

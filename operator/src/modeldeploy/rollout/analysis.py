@@ -116,6 +116,21 @@ RATIOS: dict[str, tuple[str, str, str]] = {
 }
 """Built-in metrics that are a fraction of counted events; the denominator is the sample."""
 
+SHADOW_REQUESTS = counted("modeldeploy_shadow_requests_total")
+SHADOW_RATIOS: dict[str, tuple[str, str, str]] = {
+    "error-rate": (
+        counted("modeldeploy_shadow_requests_total", ',code=~"5.."'),
+        SHADOW_REQUESTS,
+        "mirrored copies answered 5xx",
+    ),
+    "client-error-rate": (
+        counted("modeldeploy_shadow_requests_total", ',code=~"4.."'),
+        SHADOW_REQUESTS,
+        "mirrored copies answered 4xx",
+    ),
+}
+"""The canary's error rates during a shadow step, when it answers mirrored copies only."""
+
 LATENCY_P99 = (
     "histogram_quantile(0.99, sum by (le) "
     f"(rate(modeldeploy_request_duration_seconds_bucket{{{SELECTOR}}}[{WINDOW}])))"
@@ -200,6 +215,9 @@ class _Reader:
     seconds: int
     versions: tuple[str, str] = ("the canary", "the stable model")
     """How messages name the canary's and the stable track's models (e.g. v2, v1)."""
+    shadowing: bool = False
+    """During a shadow step the canary answers mirrored copies only, which its server counts
+    apart (``modeldeploy_shadow_requests_total``): its error rates are read from those."""
 
     def query(self, promql: str, track: str) -> list[Sample]:
         return self.source.query(render(promql, self.md, track, self.seconds))
@@ -211,6 +229,8 @@ class _Reader:
             return value, round(_count(self.query(REQUESTS, track))), ""
         if metric.name in RATIOS:
             numerator, denominator, what = RATIOS[metric.name]
+            if self.shadowing and track == "canary" and metric.name in SHADOW_RATIOS:
+                numerator, denominator, what = SHADOW_RATIOS[metric.name]
             total = _count(self.query(denominator, track))
             if total <= 0:
                 return None, 0, ""
@@ -331,7 +351,7 @@ def measure(
     names = (versions[0] or "the canary", versions[1] or "the stable model")
     results = []
     for metric in analysis.metrics:
-        if metric.query is None and metric.name in SHADOW_METRICS and not shadowing:
+        if not metric.measured(shadowing):
             continue
         entry: dict[str, Any] = {"name": metric.name, "window": f"{seconds}s", "time": stamp}
         for key, value in (
@@ -345,7 +365,7 @@ def measure(
         try:
             if source is None:
                 raise AnalysisError(unavailable or "no metrics source")
-            _Reader(md, source, seconds, names).read(metric, entry)
+            _Reader(md, source, seconds, names, shadowing).read(metric, entry)
         except AnalysisError as error:
             entry.update(result="Inconclusive", message=str(error)[:1024])
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from modeldeploy.api import CanaryStatus, ModelDeployment, ModelStatus, parse_duration
-from modeldeploy.api.rollout import SHADOW_METRICS, Analysis
+from modeldeploy.api.rollout import Analysis
 from modeldeploy.api.status import ContractCheck
 from modeldeploy.rollout.contract import ContractReading, differences
 from modeldeploy.rollout.state import (
@@ -154,10 +154,9 @@ def _count_analysis(tick: Tick, analysis: Analysis) -> Decision | None:
 
 
 def _measurable(analysis: Analysis, canary: CanaryStatus) -> bool:
-    """Whether a run now would measure anything: shadow gates measure only while shadowing."""
-    return canary.state == "Shadowing" or any(
-        m.query is not None or m.name not in SHADOW_METRICS for m in analysis.metrics
-    )
+    """Whether a run now would measure anything (see ``AnalysisMetric.measured``)."""
+    shadowing = canary.state == "Shadowing"
+    return any(m.measured(shadowing) for m in analysis.metrics)
 
 
 def _run(tick: Tick) -> Decision:
