@@ -221,6 +221,22 @@ def _pod_cgroups() -> list[Path]:
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
+def kill_container(pod_uid: str, container_id: str) -> int:
+    """SIGKILL every process of one running container of the real node, as a crash or the
+    kernel's OOM killer would: no signal the server can handle, no drain. ``container_id`` as
+    the pod's status gives it (``containerd://<id>``). Returns how many processes it killed."""
+    cid = container_id.rpartition("//")[2]
+    killed = 0
+    for procs in Path(CGROUP_ROOT, "memory", "kubepods").glob(
+        f"**/pod{pod_uid}/{cid}/cgroup.procs"
+    ):
+        for pid in procs.read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
 def remove_node_state(node_dir: Path) -> None:
     """Stop every container the node ran and remove what the kubelet, containerd and the CNI
     plugins left on the host: processes, cgroups, mounts, network namespaces, IP leases.
