@@ -11,8 +11,9 @@ import pytest
 
 from modeldeploy.api import ModelDeployment
 from modeldeploy.api.status import AnalysisResult
-from modeldeploy.builders.shadow import shadow_config
+from modeldeploy.builders.shadow import build_shadow_config, shadow_config
 from modeldeploy.config import OperatorConfig
+from modeldeploy.reconcilers.children import reconcile_children
 from modeldeploy.reconcilers.rollout_children import plan_rollout
 from modeldeploy.rollout.agreement import (
     Slice,
@@ -408,7 +409,7 @@ def test_the_reconciler_points_the_shadow_config_at_the_canary_service_alone() -
     assert json.loads(later.shadow_config["data"]["config.json"])["target"] == ""  # type: ignore[index]
 
 
-def test_without_shadow_steps_no_canary_service_is_made_and_the_config_mirrors_nothing() -> None:
+def test_without_shadow_steps_no_canary_service_and_no_shadow_config_are_asked_for() -> None:
     md = mdep()
     status = tick(md, stable_status(), seen())
     kube = Cluster(canary_deployment(md), [])
@@ -416,7 +417,49 @@ def test_without_shadow_steps_no_canary_service_is_made_and_the_config_mirrors_n
         md, kube, OperatorConfig(), typed(status), T0 + timedelta(seconds=1), Metadata()
     )  # type: ignore[arg-type]
     assert ("v1", "Service", "iris-canary") in plan.absent
-    assert json.loads(plan.shadow_config["data"]["config.json"]) == {"target": "", "percent": 0}  # type: ignore[index]
+    assert plan.shadow_config is None
+
+
+class Applied:
+    """A Kube that has the objects given and records what is applied."""
+
+    def __init__(self, *existing: dict[str, Any]) -> None:
+        self.objects = {(o["kind"], o["metadata"]["name"]): o for o in existing}
+        self.applied: list[dict[str, Any]] = []
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Any:
+        return self.objects.get((kind, name))
+
+    def apply(self, desired: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append(desired)
+        self.objects[(desired["kind"], desired["metadata"]["name"])] = desired
+        return desired
+
+    def list(self, *_: Any) -> list[dict[str, Any]]:
+        return []
+
+    def delete(self, *_: Any) -> None:
+        return None
+
+
+def test_a_modeldeployment_that_never_shadows_has_no_shadow_config() -> None:
+    kube = Applied()
+    reconcile_children(mdep(), kube, OperatorConfig())  # type: ignore[arg-type]
+    assert "ConfigMap" not in {o["kind"] for o in kube.applied}
+
+
+def test_a_shadow_config_left_by_an_earlier_rollout_is_turned_off() -> None:
+    md = mdep()
+    left = build_shadow_config(md, 100)
+    assert json.loads(left["data"]["config.json"])["target"]
+    kube = Applied(left)
+    reconcile_children(md, kube, OperatorConfig())  # type: ignore[arg-type]
+    [config] = [o for o in kube.applied if o["kind"] == "ConfigMap"]
+    assert json.loads(config["data"]["config.json"]) == {"target": "", "percent": 0}
+    # known absent from the cache: not even read
+    kube = Applied(left)
+    reconcile_children(md, kube, OperatorConfig(), may_exist=lambda *_: False)  # type: ignore[arg-type]
+    assert "ConfigMap" not in {o["kind"] for o in kube.applied}
 
 
 def test_shadow_gates_alone_wake_no_analysis_once_the_shadow_step_is_over() -> None:

@@ -23,6 +23,7 @@ from modeldeploy.builders import (
     build_service,
     build_shadow_config,
     deployment_name,
+    shadow_config_name,
 )
 from modeldeploy.builders.deployment import desired_replicas
 from modeldeploy.builders.names import LABEL_DEPLOYMENT, LABEL_TRACK, name_of, namespace_of
@@ -92,6 +93,15 @@ UNWATCHED_KINDS = frozenset({"HTTPRoute"})
 """Children no watch reports (the Gateway API may not even be installed): always read."""
 
 
+def _may_exist(
+    kube: Kube, md: ModelDeployment, kind: str, name: str, may_exist: MayExist | None
+) -> bool:
+    """Whether the child exists (the cache's word when there is one, else a read)."""
+    if may_exist is not None:
+        return may_exist(kind, namespace_of(md), name)
+    return kube.get("v1", kind, namespace_of(md), name) is not None
+
+
 def ensure_absent(
     kube: Kube,
     api_version: str,
@@ -135,8 +145,9 @@ def reconcile_children(
 
     ``deployments`` replaces the single stable Deployment when a rollout manages the tracks,
     ``service`` the main Service (the rollout keeps a canary without traffic out of it),
-    ``shadow_config`` the ConfigMap that mirrors nothing (a shadow step points it at the
-    canary; it exists before the stable pods that mount it);
+    ``shadow_config`` the ConfigMap the stable pods read, for a rollout with shadow steps
+    (without one it is written only to mirror nothing, where it exists; the pods mount it
+    as optional, so a ModelDeployment that never shadows has none);
     ``extra`` (per-track Services, the HTTPRoute) is applied after them, so traffic moves only
     to pods that exist; ``absent`` lists (apiVersion, kind, name) of children to remove.
     """
@@ -144,7 +155,11 @@ def reconcile_children(
     current_service = ensure(kube, service or build_service(md, settings=settings), result)
     if current_service is not None:
         result.objects["service"] = current_service
-    ensure(kube, shadow_config or build_shadow_config(md), result)
+    if shadow_config is not None:
+        ensure(kube, shadow_config, result)
+    elif _may_exist(kube, md, "ConfigMap", shadow_config_name(md), may_exist):
+        # Left by a rollout with shadow steps: the stable pods must mirror nothing now.
+        ensure(kube, build_shadow_config(md), result)
     for deployment in deployments or [
         build_deployment(md, STABLE, settings, replicas=desired_replicas(md))
     ]:

@@ -79,8 +79,8 @@ class RolloutChildren:
     service: dict[str, Any] | None = None
     """The main Service; it selects only the stable track while the canary has no traffic."""
     shadow_config: dict[str, Any] | None = None
-    """The ConfigMap the stable pods read: the canary Service during a shadow step, else
-    nothing to mirror to."""
+    """The ConfigMap the stable pods read, for a rollout with shadow steps: the canary
+    Service during a shadow step, else nothing to mirror to."""
     extra: list[dict[str, Any]] = field(default_factory=list)
     """Per-track Services and the HTTPRoute (Gateway API routing)."""
     absent: list[tuple[str, str, str]] = field(default_factory=list)
@@ -305,7 +305,9 @@ def _children(
             # Not watched, so read each time: only where a route is likely to have existed
             # (the resync removes one left behind by a change of strategy).
             absent.append((ROUTE_API_VERSION, "HTTPRoute", name_of(md)))
-    shadow_config = build_shadow_config(md, decision.mirror)
+    shadow_config = (
+        build_shadow_config(md, decision.mirror) if any(s.shadow for s in steps) else None
+    )
     return RolloutChildren(
         decision, obs, deployments, service, shadow_config, extra, absent, canary_now
     )
