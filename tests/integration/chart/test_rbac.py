@@ -455,6 +455,7 @@ def test_the_api_server_reports_exactly_the_chart_grants(cluster: Any, install: 
         ("modeldeployments.serving.modeldeploy.io/finalizers", ""): "update",
         ("deployments.apps", ""): "get list watch create patch delete",
         ("services", ""): "get list watch create patch delete",
+        ("configmaps", ""): "get list watch create patch",  # the shadow config
         ("httproutes.gateway.networking.k8s.io", ""): "get list watch create patch delete",
         ("horizontalpodautoscalers.autoscaling", ""): "get list watch create patch delete",
         ("poddisruptionbudgets.policy", ""): "get list watch create patch delete",

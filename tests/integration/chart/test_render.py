@@ -26,6 +26,7 @@ CORE_RULES = {
     ("serving.modeldeploy.io", "modeldeployments/finalizers", ("update",), ()),
     ("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete"), ()),
     ("", "services", ("get", "list", "watch", "create", "patch", "delete"), ()),
+    ("", "configmaps", ("get", "list", "watch", "create", "patch"), ()),
     (
         "gateway.networking.k8s.io",
         "httproutes",
