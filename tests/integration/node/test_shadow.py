@@ -235,16 +235,27 @@ def test_a_defect_in_one_slice_is_rolled_back_before_any_client_sees_it(
     last = md["status"]["history"][-1]
     assert (last["result"], last["reason"]) == ("RolledBack", "AnalysisFailed"), last
     assert SLICE in last["message"], last
-    # In the run that failed it: the distributions agree, the rows do not.
-    failing = [run for run in runs if run["shadow-slice-agreement"]["result"] == "Failed"]
+    # In the run that rolled it back the distributions agree, the rows do not: the message
+    # says what failed, then what passed.
+    failed, _, passed = last["message"].partition("; passing: ")
+    assert "shadow-slice-agreement" in failed and SLICE in failed, last
+    assert "prediction-drift" in passed, last
+    failing = [
+        run for run in runs if run.get("shadow-slice-agreement", {}).get("result") == "Failed"
+    ]
     assert failing, runs
-    drift = failing[-1]["prediction-drift"]
-    assert drift["result"] == "Passed", failing[-1]
-    worst = failing[-1]["shadow-slice-agreement"]
-    assert SLICE in worst["message"] and worst["value"] < 0.5, worst
+    assert SLICE in failing[-1]["shadow-slice-agreement"]["message"], failing[-1]
+    assert failing[-1]["shadow-slice-agreement"]["value"] < 0.5, failing[-1]
     # What a user reads: kubectl describe names the slice.
     described = cluster.kubectl("describe", "mdep", NAME, "-n", node_namespace).stdout
     assert "AnalysisFailed" in described and SLICE in described, described
+    told = json.loads(
+        cluster.kubectl(
+            "get", "events", "-n", node_namespace, "--field-selector",
+            f"involvedObject.name={NAME},reason=AnalysisFailed", "-o", "json",
+        ).stdout
+    )["items"]  # fmt: skip
+    assert [e["type"] for e in told] == ["Warning"], [(e["type"], e["message"]) for e in told]
     # The stable pods compared rows and were never restarted for it; mirroring is off again.
     assert _shadow_count(prometheus, node_namespace, "modeldeploy_shadow_rows_total") > 0
     assert _pods(cluster, node_namespace, "stable") == stable_pods

@@ -91,3 +91,26 @@ def test_fields_the_new_status_drops_are_nulled_in_the_patch() -> None:
     # never stored, but a remembered status may lack them: nulled all the same
     _, [patch], _ = write({}, ready_status().model_copy(update={"stable": None}))
     assert patch["stable"] is None and patch["canary"] is None and patch["history"] is None
+
+
+def test_a_rollback_is_one_warning_not_also_a_ready_event() -> None:
+    """A rollback turns Ready False and Degraded True, both with its reason and message: the
+    Degraded Warning tells it; Ready adds no Event."""
+    before = ready_status()
+    after = ready_status()
+    message = "Rolled back v2: shadow-slice-agreement = 0 (min 0.95)"
+    conditions = []
+    for condition in after.conditions or []:
+        if condition.type == "Ready":
+            condition = condition.model_copy(
+                update={"status": "False", "reason": "AnalysisFailed", "message": message}
+            )
+        if condition.type == "Degraded":
+            condition = condition.model_copy(
+                update={"status": "True", "reason": "AnalysisFailed", "message": message}
+            )
+        conditions.append(condition)
+    after = after.model_copy(update={"conditions": conditions})
+    written, _, events = write(before.to_dict(), after)
+    assert written
+    assert events == [("Warning", "AnalysisFailed", message)]

@@ -105,10 +105,16 @@ def write_status(
     before = (_stored(previous) or ModelDeploymentStatus()).conditions
     was_true = {c.type for c in before or [] if c.status == "True"}
     watched = (ConditionType.READY, ConditionType.DEGRADED)
-    for condition in transitions(before, status.conditions or []):
+    changed = transitions(before, status.conditions or [])
+    # A problem that Ready reports too (a rollback: Ready turns False with its reason) is
+    # told once, as the Degraded Warning.
+    warned = {c.reason for c in changed if c.type == ConditionType.DEGRADED and c.status == "True"}
+    for condition in changed:
         kind, state = condition.type, condition.status
         if kind == ConditionType.DEGRADED and state == "True":
             emit("Warning", condition.reason, condition.message)
+        elif kind == ConditionType.READY and condition.reason in warned:
+            continue
         elif kind == ConditionType.READY and state == "True":
             emit("Normal", condition.reason, condition.message)
         elif kind in watched and kind in was_true:
@@ -197,9 +203,18 @@ def reconcile(
     if deployment is not None and ready < wanted:
         seen.pods = serving_pods(kube, md)
     status = compute_status(md, seen, previous, now=now)
-    outcome.status_written = write_status(kube, raw, status, emit)
+    told: set[tuple[str, str]] = set()
+
+    def emit_once(kind: str, reason: str, message: str) -> None:
+        """One Event per kind and reason in a pass: a rollback's Warning says what the
+        Degraded condition's Warning says already."""
+        if (kind, reason) not in told:
+            told.add((kind, reason))
+            emit(kind, reason, message)
+
+    outcome.status_written = write_status(kube, raw, status, emit_once)
     for kind, reason, message in plan.decision.events:
-        emit(kind, reason, message)
+        emit_once(kind, reason, message)
     if plan.decision.clear_annotations:
         clear_rollout_annotations(kube, md)
     outcome.phase, outcome.status = status.phase, status
