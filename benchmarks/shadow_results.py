@@ -1,0 +1,265 @@
+"""SHADOW_RESULTS.md from the raw figures of ``shadow_bench.py`` (benchmarks/.work/shadow.json)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+CONFIGS = ("no-flag", "off", "healthy", "slow", "dead")
+LABELS = {
+    "no-flag": "off: no `--shadow-config`",
+    "off": "off: `--shadow-config`, empty target",
+    "healthy": "100% to a healthy canary",
+    "slow": "100% to a canary that never answers",
+    "dead": "100% to a closed port",
+}
+REASONS = ("queue_full", "canary_error", "timeout", "unpairable")
+ON = ("healthy", "slow", "dead")
+
+Cells = dict[tuple[str, str], list[dict[str, Any]]]
+
+
+def _cells(raw: dict[str, Any]) -> Cells:
+    cells: Cells = {}
+    for r in raw["results"]:
+        cells.setdefault((r["config"], r["load"]), []).append(r)
+    return cells
+
+
+def _med(runs: list[dict[str, Any]], field: str) -> float:
+    return statistics.median(r[field] for r in runs)
+
+
+def _summed(runs: list[dict[str, Any]], counter: str) -> float:
+    return sum(r["counters"][counter] for r in runs)
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{part:,.0f} ({part / whole:.1%})" if part else "0"
+
+
+def latency_table(cells: Cells, load: str) -> list[str]:
+    lines = [
+        "| mirroring | req/s | p50 ms | p90 ms | p99 ms | p99 per round | max ms | client errors "
+        "| p99 - off |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
+    off = cells.get(("off", load))
+    for config in CONFIGS:
+        runs = cells.get((config, load))
+        if not runs:
+            continue
+        p99 = _med(runs, "p99_ms")
+        versus = f"{p99 - _med(off, 'p99_ms'):+.2f} ms" if off and config != "off" else "-"
+        lines.append(
+            f"| {LABELS[config]} | {_med(runs, 'rps'):,.0f} | {_med(runs, 'p50_ms'):.2f} | "
+            f"{_med(runs, 'p90_ms'):.2f} | {p99:.2f} | "
+            f"{', '.join(format(r['p99_ms'], '.2f') for r in runs)} | "
+            f"{max(r['max_ms'] for r in runs):.1f} | "
+            f"{sum(r['errors'] + r['non2xx'] for r in runs)} | {versus} |"
+        )
+    return lines
+
+
+def cost_table(cells: Cells, loads: list[str]) -> list[str]:
+    lines = [
+        "| mirroring | load | stable CPU µs/req | stable cores | canary cores | wrk cores | "
+        "machine cores busy | others' cores | copies compared | dropped: queue_full | "
+        "canary_error | timeout | unpairable |",
+        "| --- | --- |" + " ---: |" * 11,
+    ]
+    for load in loads:
+        for config in CONFIGS:
+            runs = cells.get((config, load))
+            if not runs:
+                continue
+            requests = sum(r["requests"] for r in runs)
+            others = statistics.median(
+                r["machine_cores"]
+                - sum(r[f"{p}_cores"] for p in ("stable", "canary", "wrk", "bench"))
+                for r in runs
+            )
+            drops = " | ".join(_share(_summed(runs, f"dropped:{r}"), requests) for r in REASONS)
+            lines.append(
+                f"| {LABELS[config]} | {load} | {_med(runs, 'stable_cpu_us_per_req'):.0f} | "
+                f"{_med(runs, 'stable_cores'):.2f} | {_med(runs, 'canary_cores'):.2f} | "
+                f"{_med(runs, 'wrk_cores'):.2f} | {_med(runs, 'machine_cores'):.2f} | "
+                f"{others:.2f} | "
+                f"{_share(_summed(runs, 'rows'), requests)} | {drops} |"
+            )
+    return lines
+
+
+def reading(cells: Cells) -> list[str]:
+    """The figures the bound is stated from, computed (so a re-run restates them)."""
+
+    def fig(config: str, load: str, field: str) -> float:
+        return _med(cells[(config, load)], field)
+
+    out = []
+    for load in ("paced", "full"):
+        if not all((c, load) in cells for c in CONFIGS):
+            return ["(an incomplete run: no reading)"]
+    noise = {load: abs(fig("no-flag", load, "p99_ms") - fig("off", load, "p99_ms"))
+             for load in ("paced", "full")}  # fmt: skip
+    paced_off = fig("off", "paced", "p99_ms")
+    worst = max(ON, key=lambda c: fig(c, "paced", "p99_ms"))
+    bound = fig(worst, "paced", "p99_ms") - paced_off
+    out.append(
+        f"- **Paced load** ({fig('off', 'paced', 'rps'):,.0f} req/s, "
+        f"{fig('off', 'paced', 'stable_cores'):.2f} of a core for the stable): p99 with "
+        + ", ".join(
+            f"{c} {fig(c, 'paced', 'p99_ms') - paced_off:+.2f} ms "
+            f"({fig(c, 'paced', 'p99_ms') / paced_off - 1:+.0%})"
+            for c in ON
+        )
+        + f" against off ({paced_off:.2f} ms); p50 "
+        + ", ".join(
+            f"{c} {fig(c, 'paced', 'p50_ms') - fig('off', 'paced', 'p50_ms'):+.2f} ms" for c in ON
+        )
+        + f". The two servers with mirroring off differ by {noise['paced']:.2f} ms at p99."
+    )
+    full_off = fig("off", "full", "rps")
+    out.append(
+        "- **Full load** (closed loop, the stable's worker saturated): req/s "
+        + ", ".join(f"{c} {fig(c, 'full', 'rps') / full_off - 1:+.0%}" for c in ON)
+        + "; p99 "
+        + ", ".join(
+            f"{c} {fig(c, 'full', 'p99_ms') / fig('off', 'full', 'p99_ms') - 1:+.0%}" for c in ON
+        )
+        + f" against off ({full_off:,.0f} req/s, p99 {fig('off', 'full', 'p99_ms'):.2f} ms). "
+        f"The two servers with mirroring off differ by {noise['full']:.2f} ms at p99 here."
+    )
+    base_cpu = fig("off", "full", "stable_cpu_us_per_req")
+    out.append(
+        "- **The stable's own cost** (CPU per request at full load, off "
+        f"{base_cpu:.0f} µs): "
+        + ", ".join(
+            f"{c} {fig(c, 'full', 'stable_cpu_us_per_req'):.0f} µs "
+            f"({fig(c, 'full', 'stable_cpu_us_per_req') / base_cpu - 1:+.0%})"
+            for c in ON
+        )
+        + ". The senders run on the worker's event loop: each copy sent (or refused) is "
+        "encoding, a socket exchange and the pairing, on the core that serves the clients."
+    )
+    out.append(
+        "- **The canary shares the two cores**: with the healthy canary it used "
+        f"{fig('healthy', 'full', 'canary_cores'):.2f} cores at full load "
+        f"({fig('healthy', 'paced', 'canary_cores'):.2f} paced), the machine was "
+        f"{fig('healthy', 'full', 'machine_cores'):.2f} of 2 cores busy (off: "
+        f"{fig('off', 'full', 'machine_cores'):.2f}), and the stable got "
+        f"{fig('healthy', 'full', 'stable_cores'):.2f} cores (off: "
+        f"{fig('off', 'full', 'stable_cores'):.2f}). In a cluster the canary's pods have their "
+        "own CPU; here its work comes out of the stable's share."
+    )
+    out.append(
+        f"- **Bound**: at the paced load, p99 with mirroring on was at most "
+        f"{max(bound, 0):.2f} ms above off (the {worst} canary; off {paced_off:.2f} ms), where "
+        f"two servers with mirroring off differed by {noise['paced']:.2f} ms. At saturation "
+        "the cost is capacity, not waiting on the canary: req/s falls by up to "
+        f"{1 - min(fig(c, 'full', 'rps') for c in ON) / full_off:.0%} (the "
+        f"{min(ON, key=lambda c: fig(c, 'full', 'rps'))} canary)."
+    )
+    return out
+
+
+def retried(raw: dict[str, Any]) -> str:
+    runs = raw["results"]
+    again = [r for r in runs if r.get("attempts", 1) > 1]
+    if not again:
+        return f"none of the {len(runs)} runs"
+    return f"{len(again)} of the {len(runs)} runs, " + ", ".join(
+        f"{r['config']} {r['load']} round {r['round']}" for r in again
+    )
+
+
+def render(raw: dict[str, Any]) -> str:
+    meta, config = raw["meta"], raw["config"]
+    cells = _cells(raw)
+    paced = cells[("off", "paced")]
+    stable_argv = " ".join(config["stable_argv"])
+    lines = [
+        "# Shadow mirroring: the stable server's client latency, mirroring off and on",
+        "",
+        "Written by `benchmarks/shadow_bench.py` (`make bench-shadow`); this run, exactly:",
+        "",
+        "```sh",
+        meta["command"].strip(),
+        "```",
+        "",
+        f"Run {meta['started']}, {meta['elapsed_s'] / 60:.1f} min, on {meta['nproc']} cores "
+        f"({meta['cpu']}), {meta['memory_gib']} GiB, Linux {meta['kernel']}, Python "
+        f"{meta['python']}, onnxruntime {meta['onnxruntime']}, {meta['wrk']}; load average "
+        f"{meta['loadavg_before']} before, {meta['loadavg_after']} after (a shared machine: "
+        "only figures within this run are compared). Server: " + meta["server_source"] + ".",
+        "",
+        "## Setup",
+        "",
+        f"- Model: `make_model.py`'s classifier (StandardScaler + RandomForest, 50 trees, 20 "
+        f"float features, 3 classes); every request is one row as JSON (`{config['body']}`).",
+        f"- Stable server, the same process for every configuration but `no-flag`: "
+        f"`{stable_argv}`. `no-flag` is a second process with the same flags but "
+        "`--shadow-config`. The canary: a third process, the same model and flags, on "
+        f"127.0.0.1. {config['workers']} worker and 1 intra-op thread each, so stable and "
+        "canary could each have a core, as two pods with `cpu: 1` on a 2-core node.",
+        "- The shadow configuration file is rewritten between configurations, as the kubelet "
+        "rewrites the ConfigMap's (in the operator's own format); after each switch, 1-second "
+        "loads run until the stable's counters move as the new target says (compared rows for "
+        "`healthy`, timeouts for `slow`, canary errors for `dead`, nothing for `off`).",
+        "- `slow`: a listener in the benchmark process that accepts and never answers, the "
+        "slowest a canary can be: each copy sent waits out `--shadow-timeout` (1 s). `dead`: a "
+        "port nothing listens on (connection refused).",
+        f"- Load: wrk, 1 thread, {config['connections']} kept-alive connections, closed loop, "
+        f"on the same 2 cores. **paced**: each connection pauses {config['pace_ms']} ms after "
+        f"each answer (about {_med(paced, 'rps'):,.0f} req/s, far below capacity); **full**: "
+        "no pause, as fast as the stable answers (its worker saturated). "
+        f"{config['seconds']:g} s per load, configuration and round; {config['rounds']} rounds, "
+        "the order of configurations rotated each round; figures are medians over rounds, "
+        "max is the largest of any round, errors and counters are summed. A run during which "
+        f"other processes took more than {config['quiet_cores']:g} cores was measured again "
+        f"(at most {config['retries']} time): {retried(raw)}.",
+        "",
+        f"## Client latency at a paced load ({config['connections']} connections, "
+        f"{config['pace_ms']} ms pause)",
+        "",
+        *latency_table(cells, "paced"),
+        "",
+        f"## Client latency at full load ({config['connections']} connections, no pause)",
+        "",
+        *latency_table(cells, "full"),
+        "",
+        "## What the mirror did, and the CPU it took",
+        "",
+        "Counters from the stable's `/metrics` (`modeldeploy_shadow_rows_total`, "
+        "`modeldeploy_shadow_dropped_total` by reason), read before and after each run; the "
+        "share is of the client requests of those runs (one row each). CPU: utime + stime of "
+        "each process tree from /proc; cores = CPU seconds / wall seconds; machine = every "
+        "process on the machine (/proc/stat); others = machine - stable - canary - wrk - the "
+        "benchmark itself: processes of other people on this shared machine.",
+        "",
+        *cost_table(cells, ["paced", "full"]),
+        "",
+        "## Reading",
+        "",
+        *reading(cells),
+        "",
+        "The mirror's own steps for one one-row copy, in-process (no socket; the fastest of "
+        "five passes of 2,000; the canary's answer is real bytes from the running canary):",
+        "",
+        "| step | µs per copy |",
+        "| --- | ---: |",
+        *(f"| {f['what']} | {f['us']:.1f} |" for f in raw["copy_work"]),
+        f"| **sum** | **{sum(f['us'] for f in raw['copy_work']):.1f}** |",
+        "",
+        "The rest of what a copy costs the stable (the CPU per request above, healthy minus "
+        "off) is the exchange itself: the queue, the sender task, the asyncio stream's "
+        "writes and reads and their system calls, httptools parsing the answer.",
+        "",
+        "What the numbers mean: latency is wrk's, from sending a request to its full answer "
+        "on a kept-alive connection (a paced connection's pause is not in it). In a closed "
+        "loop a slower answer delays the next request, so the full-load tails understate "
+        "what an open-loop client would see; the paced load is the one to read for latency, "
+        "full load for capacity. Copies still in flight when a run ends are counted in the "
+        "next switch's loads, so the shares may miss a few copies.",
+    ]
+    return "\n".join(lines).rstrip() + "\n"
