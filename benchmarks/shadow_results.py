@@ -34,11 +34,15 @@ def _summed(runs: list[dict[str, Any]], counter: str) -> float:
     return sum(r["counters"][counter] for r in runs)
 
 
+def _p99(run: dict[str, Any], threshold: float) -> str:
+    return f"{run['p99_ms']:.2f}" + ("*" if _disturbed(run, threshold) else "")
+
+
 def _share(part: float, whole: float) -> str:
     return f"{part:,.0f} ({part / whole:.1%})" if part else "0"
 
 
-def latency_table(cells: Cells, load: str) -> list[str]:
+def latency_table(cells: Cells, load: str, threshold: float) -> list[str]:
     lines = [
         "| mirroring | req/s | p50 ms | p90 ms | p99 ms | p99 per round | max ms | client errors "
         "| p99 - off |",
@@ -54,7 +58,7 @@ def latency_table(cells: Cells, load: str) -> list[str]:
         lines.append(
             f"| {LABELS[config]} | {_med(runs, 'rps'):,.0f} | {_med(runs, 'p50_ms'):.2f} | "
             f"{_med(runs, 'p90_ms'):.2f} | {p99:.2f} | "
-            f"{', '.join(format(r['p99_ms'], '.2f') for r in runs)} | "
+            f"{', '.join(_p99(r, threshold) for r in runs)} | "
             f"{max(r['max_ms'] for r in runs):.1f} | "
             f"{sum(r['errors'] + r['non2xx'] for r in runs)} | {versus} |"
         )
@@ -163,13 +167,18 @@ def reading(cells: Cells) -> list[str]:
     return out
 
 
-def retried(raw: dict[str, Any]) -> str:
-    runs = raw["results"]
-    again = [r for r in runs if r.get("attempts", 1) > 1]
-    if not again:
-        return f"none of the {len(runs)} runs"
-    return f"{len(again)} of the {len(runs)} runs, " + ", ".join(
-        f"{r['config']} {r['load']} round {r['round']}" for r in again
+def _disturbed(run: dict[str, Any], threshold: float) -> bool:
+    ours = sum(run[f"{name}_cores"] for name in ("stable", "canary", "wrk", "bench"))
+    return bool(run["machine_cores"] - ours > threshold)
+
+
+def disturbance(raw: dict[str, Any]) -> str:
+    runs, threshold = raw["results"], raw["config"]["quiet_cores"]
+    again = sum(r.get("attempts", 1) - 1 for r in runs)
+    still = sum(_disturbed(r, threshold) for r in runs)
+    return (
+        f"{again} runs were measured again; {still} of the {len(runs)} runs kept were still "
+        "disturbed (marked * under p99 per round)."
     )
 
 
@@ -215,18 +224,21 @@ def render(raw: dict[str, Any]) -> str:
         "no pause, as fast as the stable answers (its worker saturated). "
         f"{config['seconds']:g} s per load, configuration and round; {config['rounds']} rounds, "
         "the order of configurations rotated each round; figures are medians over rounds, "
-        "max is the largest of any round, errors and counters are summed. A run during which "
-        f"other processes took more than {config['quiet_cores']:g} cores was measured again "
-        f"(at most {config['retries']} time): {retried(raw)}.",
+        "max is the largest of any round, errors and counters are summed.",
+        "- The machine is shared (another engineer's tests and cluster run on it): each run "
+        f"waited until other processes took at most {config['quiet_cores']:g} cores, and was "
+        f"measured again (up to {config['retries']} times) if they took more meanwhile, "
+        f"within {config['patience']:g} s in all ({config['patience_used']:.0f} s used). "
+        + disturbance(raw),
         "",
         f"## Client latency at a paced load ({config['connections']} connections, "
         f"{config['pace_ms']} ms pause)",
         "",
-        *latency_table(cells, "paced"),
+        *latency_table(cells, "paced", config["quiet_cores"]),
         "",
         f"## Client latency at full load ({config['connections']} connections, no pause)",
         "",
-        *latency_table(cells, "full"),
+        *latency_table(cells, "full", config["quiet_cores"]),
         "",
         "## What the mirror did, and the CPU it took",
         "",
