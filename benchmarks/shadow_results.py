@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
@@ -135,10 +136,20 @@ def reading(cells: Cells, threshold: float) -> list[str]:
         counts = {c: len(cells[(c, "paced")]) for c in ON}
         spread = ""
     n_off = len(base) if undisturbed else len(cells[("off", "paced")])
+    excess = max(max(p99.values()) - p99_off, 0)
+    within = ", less than the off runs' own spread" if undisturbed and excess < _width(base) else ""
     noise = abs(fig("no-flag", "paced", "p99_ms") - fig("off", "paced", "p99_ms"))
     worst = max(ON, key=lambda c: p99[c])
     full_off = fig("off", "full", "rps")
     base_cpu = fig("off", "full", "stable_cpu_us_per_req")
+    # req/s of a CPU-bound worker = its cores / CPU per request
+    predicted = (
+        fig("healthy", "full", "stable_cores")
+        / fig("off", "full", "stable_cores")
+        * base_cpu
+        / fig("healthy", "full", "stable_cpu_us_per_req")
+        - 1
+    )
     return [
         f"- **Latency at the paced load** ({fig('off', 'paced', 'rps'):,.0f} req/s; medians "
         f"over {which}): p99 off {p99_off:.2f} ms (n={n_off}), "
@@ -162,14 +173,35 @@ def reading(cells: Cells, threshold: float) -> list[str]:
         f"{fig('healthy', 'full', 'canary_cores'):.2f} cores at full load "
         f"({fig('healthy', 'paced', 'canary_cores'):.2f} paced) and the stable got "
         f"{fig('healthy', 'full', 'stable_cores'):.2f} cores (off: "
-        f"{fig('off', 'full', 'stable_cores'):.2f}). In a cluster the canary's pods have their "
-        "own CPU; here its work comes out of what the stable and wrk could use.",
+        f"{fig('off', 'full', 'stable_cores'):.2f}, so "
+        f"{fig('healthy', 'full', 'stable_cores') / fig('off', 'full', 'stable_cores') - 1:+.0%}"
+        "). With its CPU per request "
+        f"x{fig('healthy', 'full', 'stable_cpu_us_per_req') / base_cpu:.2f}, that predicts "
+        f"{predicted:+.0%} req/s; measured "
+        f"{fig('healthy', 'full', 'rps') / full_off - 1:+.0%}. In a cluster the canary's pods "
+        "have their own CPU; here its work comes out of what the stable and wrk could use.",
         f"- **Bound**: at the paced load, p99 with mirroring on was at most "
-        f"{max(p99[worst] - p99_off, 0):.2f} ms above off (the {worst} canary). At saturation "
+        f"{excess:.2f} ms above off (the {worst} canary, medians over "
+        f"{which}){within}; "
+        "a slow or dead canary adds no waiting, only the CPU of the copies. At saturation "
         "the cost is capacity, not waiting on the canary: req/s falls by up to "
         f"{1 - min(fig(c, 'full', 'rps') for c in ON) / full_off:.0%} (the "
         f"{min(ON, key=lambda c: fig(c, 'full', 'rps'))} canary).",
+        f"- **To document**: at a load the stable can carry with its copies (here "
+        f"{fig('off', 'paced', 'rps'):,.0f} req/s on one worker), p99 with 100% mirroring "
+        f"stays within {max(math.ceil(excess), 1)} ms of mirroring off, whatever the canary "
+        "does. Each copy costs the stable's worker about "
+        f"{fig('healthy', 'full', 'stable_cpu_us_per_req') - base_cpu:.0f} µs of CPU when the "
+        f"canary answers ({fig('dead', 'full', 'stable_cpu_us_per_req') - base_cpu:.0f} µs when "
+        "it refuses the connection): during a shadow step the stable needs about "
+        f"{fig('healthy', 'full', 'stable_cpu_us_per_req') / base_cpu:.1f}x its CPU for the "
+        "same traffic, and the canary its own.",
     ]
+
+
+def _width(runs: list[dict[str, Any]]) -> float:
+    values = [r["p99_ms"] for r in runs]
+    return max(values) - min(values)
 
 
 def _spread(runs: list[dict[str, Any]]) -> str:
@@ -217,7 +249,7 @@ def render(raw: dict[str, Any]) -> str:
         f"- Model: `make_model.py`'s classifier (StandardScaler + RandomForest, 50 trees, 20 "
         f"float features, 3 classes); every request is one row as JSON (`{config['body']}`).",
         f"- Stable server, the same process for every configuration but `no-flag`: "
-        f"`{stable_argv}`. `no-flag` is a second process with the same flags but "
+        f"`{stable_argv}`. `no-flag` is a second process with the same flags, without "
         "`--shadow-config`. The canary: a third process, the same model and flags, on "
         f"127.0.0.1. {config['workers']} worker and 1 intra-op thread each, so stable and "
         "canary could each have a core, as two pods with `cpu: 1` on a 2-core node.",
