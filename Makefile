@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup images control-plane cluster cluster-down test lint unit integration crds bench bench-quick bench-quality bench-operator bench-node bench-hardening bench-traffic demo clean
+.PHONY: help setup images control-plane cluster cluster-down test lint unit integration crds bench bench-quick bench-quality bench-operator bench-node bench-hardening bench-shadow bench-traffic demo clean
 
 help:
 	@echo "make demo          the main job, end to end: chart, operator, a model served, a canary promoted"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench-operator 500 ModelDeployments at once, beside the bare-script limit (~5 min)"
 	@echo "make bench-traffic  the canary split and zero-loss rollouts through the gateway and the Service (~15 min)"
 	@echo "make bench-hardening the server and fetch under hostile loads, beside the code before (~10 min)"
+	@echo "make bench-shadow  client latency of the stable server with shadow mirroring off and on (~5 min)"
 
 setup: $(STAMP)
 
@@ -75,6 +76,11 @@ bench-quality: setup
 
 bench-hardening: setup
 	$(PY) benchmarks/hardening.py --baseline $${BASELINE:-f333a27} --rounds 5
+
+# Loopback only, no cluster: a stable server mirroring to a healthy, a never-answering and a
+# dead canary, beside mirroring off.
+bench-shadow: setup
+	$(PY) benchmarks/shadow_bench.py
 
 bench-operator: setup control-plane
 	$(PY) benchmarks/operator_scale.py --count 500 --rest-seconds 60

@@ -2,6 +2,8 @@
 --   BODY_FILE      the body (JSON, or the binary tensor extension's header + tensors)
 --   CONTENT_TYPE   default application/json
 --   HEADER_LENGTH  when set, sent as Inference-Header-Content-Length (binary extension)
+--   PAUSE_MS       when above 0, each connection waits that long (whole ms) after an answer
+--                  before its next request: a load held below the server's capacity
 -- Latencies are printed in microseconds: the 1-connection targets are sub-millisecond.
 local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
 local body = f:read("*a")
@@ -13,6 +15,11 @@ wrk.headers["Content-Type"] = os.getenv("CONTENT_TYPE") or "application/json"
 local header_length = os.getenv("HEADER_LENGTH")
 if header_length ~= nil and header_length ~= "" then
   wrk.headers["Inference-Header-Content-Length"] = header_length
+end
+
+local pause_ms = tonumber(os.getenv("PAUSE_MS") or "") or 0
+if pause_ms > 0 then
+  delay = function() return pause_ms end
 end
 
 done = function(summary, latency, requests)

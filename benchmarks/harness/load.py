@@ -62,12 +62,19 @@ def wrk_command(url: str, connections: int, seconds: float) -> list[str]:
     ]  # fmt: skip
 
 
-def run_wrk(url: str, body: Body, connections: int, seconds: float) -> dict[str, float]:
-    """One wrk run; returns requests, rps, p50/p90/p99/max in ms, errors, non2xx."""
+def run_wrk(
+    url: str, body: Body, connections: int, seconds: float, pause_ms: int = 0
+) -> dict[str, float]:
+    """One wrk run; returns requests, rps, p50/p90/p99/max in ms, errors, non2xx.
+
+    ``pause_ms``: each connection waits that long after an answer before its next request,
+    which holds the load below what the server can do (the pause is not in the latencies).
+    """
     env = dict(os.environ)
     env["BODY_FILE"] = str(body.path)
     env["CONTENT_TYPE"] = body.content_type
     env["HEADER_LENGTH"] = "" if body.header_length is None else str(body.header_length)
+    env["PAUSE_MS"] = str(pause_ms)
     done = subprocess.run(
         wrk_command(url, connections, seconds),
         env=env,

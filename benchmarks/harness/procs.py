@@ -13,7 +13,7 @@ import resource
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -119,6 +119,52 @@ def children_cpu_seconds() -> float:
 
 def loadavg() -> str:
     return " ".join(pathlib.Path("/proc/loadavg").read_text().split()[:3])
+
+
+class SharedMachine:
+    """Waits out other people's load on this machine, within a time budget (``patience``).
+
+    ``roots``: the process trees that are ours (with this process), left out of the count.
+    """
+
+    def __init__(
+        self, roots: list[int], threshold: float, patience: float, say: Callable[[str], None]
+    ) -> None:
+        self.roots = roots
+        self.threshold = threshold
+        self.left = patience
+        self.say = say
+
+    def others_now(self, seconds: float = 0.5) -> float:
+        """Cores taken by processes not ours over ``seconds``."""
+        pids = [pid for root in self.roots for pid in process_tree(root)]
+        cpu, busy, own = cpu_seconds(pids), machine_busy_seconds(), time.process_time()
+        began = time.monotonic()
+        time.sleep(seconds)
+        ours = cpu_delta(cpu, cpu_seconds(pids)) + time.process_time() - own
+        return (machine_busy_seconds() - busy - ours) / (time.monotonic() - began)
+
+    def wait(self) -> None:
+        """Until other processes take at most ``threshold`` cores, or the patience is spent."""
+        said = False
+        while self.left > 0:
+            began = time.monotonic()
+            others = self.others_now()
+            if others <= self.threshold:
+                return
+            if not said:
+                self.say(f"    waiting: other processes take {others:.2f} cores "
+                         f"({self.left:.0f} s of patience left)")  # fmt: skip
+                said = True
+            self.left -= time.monotonic() - began
+
+    def disturbed(self, others: float, seconds: float) -> bool:
+        """Whether a run of ``seconds`` during which other processes took ``others`` cores
+        should be measured again (there is patience left for it)."""
+        if others <= self.threshold or self.left <= 0:
+            return False
+        self.left -= seconds
+        return True
 
 
 class ProcessGroup:
