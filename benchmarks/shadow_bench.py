@@ -263,9 +263,9 @@ def main() -> int:
     meta = report.machine_description(work)
     meta.update(loadavg_before=procs.loadavg(), started=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     pythonpath = os.environ.get("PYTHONPATH")
-    meta["command"] = (f"PYTHONPATH={shlex.quote(pythonpath)} " if pythonpath else "") + shlex.join(
-        [os.path.relpath(sys.executable, REPO), *sys.argv]
-    )
+    meta["command"] = (
+        f"PYTHONPATH={shlex.quote(_relative(pythonpath))} " if pythonpath else ""
+    ) + shlex.join([os.path.relpath(sys.executable, REPO), *map(_relative, sys.argv)])
     began = time.monotonic()
     running: dict[str, procs.ProcessGroup] = {}
     results: list[dict[str, Any]] = []
@@ -362,7 +362,8 @@ def progress_line(figures: dict[str, Any]) -> str:
 
 
 def _relative(arg: str) -> str:
-    return os.path.relpath(arg, REPO) if arg.startswith(str(REPO)) else arg
+    """An argument as read from the repository's root: the results name no machine path."""
+    return arg.replace(f"{REPO}/", "").replace(str(REPO), ".")
 
 
 def _expected(model_dir: pathlib.Path) -> Any:
