@@ -10,6 +10,7 @@ that breaks its clients is never promoted, and no decision rests on too little e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,34 @@ def test_identical_models_under_light_traffic_are_promoted_without_a_false_failu
     assert not [r for r in runs if r["result"] == "Failed"], runs
 
 
+STABLE_P99_BUCKET = (0.025, 0.05)
+"""The latency histogram bucket (the server's) the stable's requests are made to fall in,
+in its middle (0.0375 s), so that the canary's, 1.5 times as long, fall in the next one:
+p99s interpolated within one bucket would hide the difference."""
+
+
+def spin(iterations: int) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [0.5] * 4},
+            {"name": "iterations", "shape": [1], "datatype": "INT64", "data": [iterations]},
+        ]
+    }
+
+
+def calibrated(server: Any, bucket: tuple[float, float]) -> int:
+    """Iterations of the spinner that take the server to the middle of ``bucket``, by this
+    machine's speed (the median of a few requests)."""
+    target = (bucket[0] + bucket[1]) / 2
+    probe = 200
+    timings = []
+    for _ in range(7):
+        started = time.perf_counter()
+        assert server.post(f"/v2/models/{server.name}/infer", json=spin(probe)).status_code == 200
+        timings.append(time.perf_counter() - started)
+    return max(1, round(probe * target / sorted(timings)[len(timings) // 2]))
+
+
 def test_a_canary_half_again_as_slow_fails_max_increase_while_its_latency_passes_max(
     cluster: Any, namespace: str, analysed: Any, prometheus: Prometheus, tmp_path: Path
 ) -> None:
@@ -218,12 +247,7 @@ def test_a_canary_half_again_as_slow_fails_max_increase_while_its_latency_passes
             ),
         ),
     )
-    body = {
-        "inputs": [
-            {"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [0.5] * 4},
-            {"name": "iterations", "shape": [1], "datatype": "INT64", "data": [330]},
-        ]
-    }
+    body = spin(calibrated(servers["stable"], STABLE_P99_BUCKET))
     with Load(servers, lambda: body, pause=0.02):
         set_model(cluster, namespace, "iris", NEW)
         seen: list[dict[str, Any]] = []
