@@ -52,11 +52,12 @@ def namespace(cluster) -> Iterator[str]:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def node_namespace(cluster) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """A fresh namespace whose pods run on the real node, deleted after the test (waiting,
-    so that its containers are gone before the next test starts its own)."""
+    """A fresh namespace whose pods run on the real node, deleted after the test (its pods
+    without their grace periods; waiting until its containers are gone, before the next test
+    starts its own)."""
     name = cluster.create_namespace(f"n-{uuid.uuid4().hex[:10]}")
     yield name
-    cluster.kubectl("delete", "namespace", name, "--timeout=120s", check=False, timeout=150)
+    cluster.delete_namespace_now(name)
 
 
 @pytest.fixture(scope="session")

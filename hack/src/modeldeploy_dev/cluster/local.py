@@ -39,7 +39,7 @@ from modeldeploy_dev.cluster.gateway import (
 )
 from modeldeploy_dev.cluster.images import Images, built_images, load_images
 from modeldeploy_dev.cluster.network import GATEWAY, NODE_NAME, HostNetwork, node_running
-from modeldeploy_dev.cluster.node import NodeArgs, remove_node_state
+from modeldeploy_dev.cluster.node import NodeArgs, pods_on_node, remove_node_state
 from modeldeploy_dev.cluster.objects import (
     KWOK_NAMESPACE_ANNOTATIONS,
     METRICS_API,
@@ -538,6 +538,31 @@ class LocalCluster(ComponentArgs, NodeArgs):
             "--timeout=60s",
         )
         return name
+
+    def delete_namespace_now(self, name: str, timeout: float = 120) -> None:
+        """Delete a throwaway namespace without its pods' grace periods, and wait until it is
+        gone and its containers have left the node.
+
+        A serving pod's grace period is its drain plus its in-flight timeout (30 s by
+        default), and the namespace controller waits that long before it looks again, though
+        the pods exit within seconds. Once the namespace is terminating no new pod can be
+        created in it, so its pods are force-deleted and the kubelet kills their containers
+        at once."""
+        listed = self.kubectl(
+            "get", "pods", "-n", name, "-o", "jsonpath={.items[*].metadata.uid}", check=False
+        )
+        uids = listed.stdout.split()
+        self.kubectl("delete", "namespace", name, "--wait=false", check=False)
+        self.kubectl(
+            "delete", "pods", "--all", "-n", name, "--grace-period=0", "--force", check=False
+        )
+        self.kubectl(
+            "wait", "--for=delete", f"namespace/{name}", f"--timeout={int(timeout)}s",
+            check=False, timeout=timeout + 30,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while pods_on_node(uids) and time.monotonic() < deadline:
+            time.sleep(0.25)
 
     # Clients ---------------------------------------------------------------------------
     def kubectl(

@@ -237,6 +237,13 @@ def kill_container(pod_uid: str, container_id: str) -> int:
     return killed
 
 
+def pods_on_node(pod_uids: list[str]) -> list[str]:
+    """The pods of ``pod_uids`` that still have a cgroup on the node (a container, or the
+    kubelet not yet done with it)."""
+    root = Path(CGROUP_ROOT, "memory", "kubepods")
+    return [uid for uid in pod_uids if any(root.glob(f"**/pod{uid}"))]
+
+
 def remove_node_state(node_dir: Path) -> None:
     """Stop every container the node ran and remove what the kubelet, containerd and the CNI
     plugins left on the host: processes, cgroups, mounts, network namespaces, IP leases.
