@@ -77,9 +77,26 @@ def check_ranges() -> None:
                 )
 
 
+def is_local_address(address: str) -> bool:
+    """Whether an interface of this machine holds `address` (bindable), found without sending
+    a packet anywhere."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as candidate:
+        try:
+            candidate.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
 def node_running(port: int = 10250) -> bool:
     """Whether a kubelet already answers on the node's address: the addresses are fixed, so
-    one machine holds one local cluster's real node at a time."""
+    one machine holds one local cluster's real node at a time.
+
+    Only probed when the bridge holds the address: without it (and before our blackhole
+    routes exist) a connection to it would follow the default route off the machine, and
+    some networks accept any connection there, which would look like a running node."""
+    if not is_local_address(GATEWAY):
+        return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.5)
         return probe.connect_ex((GATEWAY, port)) == 0
