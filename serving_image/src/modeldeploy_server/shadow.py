@@ -9,6 +9,13 @@ Inference Protocol request (whatever protocol the client used, so that every ans
 back in one format), send them with ``Modeldeploy-Shadow: 1`` on kept-alive connections
 and, when the canary answers, pair the two answers (``shadow_pairing``) and count them
 (``shadow_metrics``). Nothing on the request path awaits the canary.
+
+A canary that cannot be reached (its pod is down, its Service has no endpoints) would still
+cost the stable an encode and a connection attempt per copy, on the worker that serves the
+clients. After ``unreachable_after`` connection failures in a row the mirror stops trying
+for a while (doubling from ``retry_delay`` up to ``max_retry_delay``) and counts the copies
+of that time as ``canary_error`` drops without sending them; the first copy after the
+delay tries again, and any answer from the canary ends the pause.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +32,7 @@ import orjson
 
 from .codec.binary import binary_data, decode_binary_data
 from .profile import Profile
-from .shadow_client import ShadowClient, ShadowTransportError
+from .shadow_client import ShadowClient, ShadowConnectError, ShadowTransportError
 from .shadow_config import ShadowConfigWatcher, ShadowTarget
 from .shadow_metrics import ShadowTally
 from .shadow_pairing import (
@@ -54,6 +62,9 @@ class ShadowOptions:
     concurrency: int = 4
     tolerance: float = 0.01
     poll_interval: float = 1.0
+    unreachable_after: int = 3
+    retry_delay: float = 0.05
+    max_retry_delay: float = 1.0
 
 
 @dataclass(slots=True)
@@ -141,6 +152,7 @@ class ShadowMirror:
         self._client: ShadowClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._random = random.Random()
+        self._unreachable = _Unreachable(options)
 
     # -- wiring ---------------------------------------------------------------------------
     def attach(self, outputs: list[TensorSpec], profile: Profile | None) -> None:
@@ -157,6 +169,7 @@ class ShadowMirror:
             self._client.close()
         self.target = target
         self._client = ShadowClient(target.host, target.port) if target else None
+        self._unreachable = _Unreachable(self.options)
         if target is None:
             while not self.queue.empty():
                 self.queue.get_nowait()
@@ -188,7 +201,11 @@ class ShadowMirror:
         return spec
 
     def offer(self, copy: MirrorCopy) -> None:
-        """Queue a copy after the client has its answer; drop it if the queue is full."""
+        """Queue a copy after the client has its answer; drop it if the queue is full, or
+        while the canary is unreachable."""
+        if self._unreachable.pausing():
+            self.tally.drop("canary_error")
+            return
         try:
             self.queue.put_nowait(copy)
         except asyncio.QueueFull:
@@ -211,6 +228,10 @@ class ShadowMirror:
         client, spec = self._client, self.spec
         if client is None or spec is None:
             return
+        unreachable = self._unreachable
+        if unreachable.pausing():
+            self.tally.drop("canary_error")
+            return
         body, header_length = encode_mirror_request(copy.inputs, spec.outputs)
         headers = [
             (b"content-type", b"application/octet-stream"),
@@ -224,9 +245,15 @@ class ShadowMirror:
         except TimeoutError:
             self.tally.drop("timeout")
             return
-        except ShadowTransportError:
+        except ShadowConnectError:
+            unreachable.failed()
             self.tally.drop("canary_error")
             return
+        except ShadowTransportError:
+            unreachable.reached()
+            self.tally.drop("canary_error")
+            return
+        unreachable.reached()
         if response.status != 200:
             self.tally.drop("canary_error")
             return
@@ -250,3 +277,38 @@ class ShadowMirror:
             comparison.abs_error,
             comparison.relative_error,
         )
+
+
+class _Unreachable:
+    """Connection failures in a row to the current target, and the pause they have earned."""
+
+    def __init__(self, options: ShadowOptions) -> None:
+        self.options = options
+        self.failures = 0
+        self.resume_at = 0.0
+
+    def pausing(self) -> bool:
+        return self.failures >= self.options.unreachable_after and (
+            time.monotonic() < self.resume_at
+        )
+
+    def failed(self) -> None:
+        self.failures += 1
+        beyond = self.failures - self.options.unreachable_after
+        if beyond >= 0:
+            delay = min(
+                self.options.max_retry_delay, self.options.retry_delay * 2 ** min(beyond, 30)
+            )
+            self.resume_at = time.monotonic() + delay
+            if beyond == 0:
+                log.warning(
+                    "the shadow target is unreachable: copies are counted as dropped "
+                    "(canary_error) without being sent, and it is tried again every "
+                    "%.2f-%.1f s",
+                    self.options.retry_delay,
+                    self.options.max_retry_delay,
+                )
+
+    def reached(self) -> None:
+        self.failures = 0
+        self.resume_at = 0.0

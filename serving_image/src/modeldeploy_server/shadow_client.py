@@ -23,6 +23,10 @@ class ShadowTransportError(Exception):
     """The copy could not be delivered, or no valid answer came back."""
 
 
+class ShadowConnectError(ShadowTransportError):
+    """No connection to the canary could be opened (refused, unreachable): nothing was sent."""
+
+
 @dataclass
 class ShadowResponse:
     status: int
@@ -95,7 +99,7 @@ class ShadowClient:
                 reader, writer = await asyncio.open_connection(self.host, self.port)
             except OSError as exc:
                 message = f"cannot connect to {self.host}:{self.port}: {exc}"
-                raise ShadowTransportError(message) from None
+                raise ShadowConnectError(message) from None
             return await self._exchange(_Connection(reader, writer), head, body, reused=False)
 
     def _head(self, path: str, headers: list[tuple[bytes, bytes]], length: int) -> bytes:

@@ -33,9 +33,10 @@ def _body(rows: np.ndarray) -> dict[str, Any]:
     return {"inputs": [{"name": "X", "shape": list(rows.shape), "datatype": "FP32", "data": data}]}
 
 
-def _listen() -> socket.socket:
+def _listen(port: int = 0) -> socket.socket:
     sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     sock.listen(64)
     return sock
 
@@ -43,9 +44,11 @@ def _listen() -> socket.socket:
 class Canary:
     """Our REST app behind uvicorn on 127.0.0.1, on the test's loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, model: Path, profile: Any = None) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, model: Path, profile: Any = None, port: int = 0
+    ) -> None:
         self.client, self.dataplane, self.metrics = make_app(loop, model, profile=profile)
-        self.sock = _listen()
+        self.sock = _listen(port)
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(self.client.app, lifespan="off", log_config=None)
         self.server = uvicorn.Server(config)
@@ -180,6 +183,72 @@ def test_the_client_is_answered_when_the_canary_is_down(
     _until(loop, lambda: tally.dropped.get("canary_error") == 3)
     mirror.stop()
     assert tally.rows == 0
+
+
+def _closed_port() -> int:
+    sock = _listen()
+    port: int = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    return port
+
+
+def _count_posts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the copies the mirror tries to send (connection attempts included)."""
+    attempts: list[int] = []
+    post = ShadowClient.post
+
+    async def counted(self: ShadowClient, *args: Any, **kwargs: Any) -> Any:
+        attempts.append(self.port)
+        return await post(self, *args, **kwargs)
+
+    monkeypatch.setattr(ShadowClient, "post", counted)
+    return attempts
+
+
+def test_an_unreachable_canary_is_not_tried_for_every_copy(
+    loop: asyncio.AbstractEventLoop, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After three refused connections in a row, copies are counted as dropped without an
+    encode or a connection attempt each, until the retry delay has passed."""
+    attempts = _count_posts(monkeypatch)
+    target = ShadowTarget("127.0.0.1", _closed_port())
+    client, mirror, tally = _stable(loop, models["v1"], target, concurrency=1, retry_delay=60)
+    _start(loop, mirror)
+    for _ in range(20):
+        assert client.post("/v2/models/m/infer", _body(sample_rows(1))).status == 200
+    _until(loop, lambda: tally.dropped.get("canary_error") == 20)
+    mirror.stop()
+    assert len(attempts) == 3 and tally.rows == 0
+
+
+def test_a_canary_that_comes_back_gets_copies_again(
+    loop: asyncio.AbstractEventLoop, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts = _count_posts(monkeypatch)
+    port = _closed_port()
+    client, mirror, tally = _stable(
+        loop,
+        models["v1"],
+        ShadowTarget("127.0.0.1", port),
+        concurrency=1,
+        retry_delay=1,
+        max_retry_delay=1,
+    )
+    _start(loop, mirror)
+    for _ in range(5):
+        client.post("/v2/models/m/infer", _body(sample_rows(1)))
+    _until(loop, lambda: tally.dropped.get("canary_error") == 5)
+    assert len(attempts) < 5
+    canary = Canary(loop, models["v1-again"], port=port)  # the canary's pod is back
+
+    deadline = time.monotonic() + 10
+    while tally.rows == 0:  # copies keep coming, as a client's requests do
+        assert time.monotonic() < deadline, "the mirror never tried the canary again"
+        client.post("/v2/models/m/infer", _body(sample_rows(1)))
+        loop.run_until_complete(asyncio.sleep(0.02))
+    mirror.stop()
+    canary.stop()
+    assert tally.disagreements == 0
 
 
 def test_a_silent_canary_times_out_and_the_client_never_waits_for_it(
