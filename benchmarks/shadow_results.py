@@ -167,8 +167,9 @@ def reading(cells: Cells, threshold: float) -> list[str]:
             for c in ON
         )
         + ". The senders run on the worker's event loop, on the core that serves the clients: "
-        "a copy sent and answered, or refused, costs CPU there; a copy dropped at a full queue "
-        "(the never-answering canary) costs almost nothing.",
+        "a copy sent and answered costs CPU there; a copy dropped at a full queue (the "
+        "never-answering canary), or while the mirror pauses on a canary that refuses its "
+        "connections (the closed port), costs almost nothing.",
         "- **The canary shares the two cores**: the healthy canary took "
         f"{fig('healthy', 'full', 'canary_cores'):.2f} cores at full load "
         f"({fig('healthy', 'paced', 'canary_cores'):.2f} paced) and the stable got "
