@@ -26,7 +26,6 @@ import os
 import pathlib
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
@@ -236,11 +235,7 @@ def main() -> int:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = BENCH_DIR / ".work"
-    model_dir = work / "model"
-    if not (model_dir / "bodies.json").exists():
-        say("building the benchmark model")
-        subprocess.run([sys.executable, str(BENCH_DIR / "make_model.py"), str(model_dir)],
-                       check=True)  # fmt: skip
+    model_dir = load.benchmark_model(work, say)
     profile = write_profile(model_dir)
     bodies = load.load_bodies(model_dir)
     chosen = [b for b in args.bodies.split(",") if b]

@@ -9,6 +9,7 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -37,6 +38,16 @@ class Body:
         if self.header_length is not None:
             headers["Inference-Header-Content-Length"] = str(self.header_length)
         return headers
+
+
+def benchmark_model(work: pathlib.Path, progress: Callable[[str], None]) -> pathlib.Path:
+    """The directory of ``make_model.py``'s model and bodies under ``work``, built on first use."""
+    model_dir = work / "model"
+    if not (model_dir / "bodies.json").exists():
+        progress("building the benchmark model")
+        subprocess.run([sys.executable, str(BENCH_DIR / "make_model.py"), str(model_dir)],
+                       check=True)  # fmt: skip
+    return model_dir
 
 
 def load_bodies(model_dir: pathlib.Path) -> dict[str, Body]:
