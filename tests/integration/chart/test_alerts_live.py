@@ -7,15 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pytest
 import requests
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
-from modeldeploy.cli import main as modeldeploy
 from tests.integration.chart.conftest import Helm
+from tests.support.exports import export
 from tests.support.prometheus import Prometheus
 from tests.support.servers import ServerProcess
 
@@ -55,12 +54,7 @@ def test_shifted_inputs_satisfy_the_drift_and_out_of_profile_alerts(
     helm: Helm, prometheus: Prometheus, tmp_path: Path
 ) -> None:
     alerts = _expressions(helm)
-    joblib.dump(LogisticRegression(max_iter=500).fit(X, IRIS.target), tmp_path / "m.joblib")
-    np.save(tmp_path / "x.npy", X)
-    assert modeldeploy(
-        ["export", str(tmp_path / "m.joblib"), "--sample", str(tmp_path / "x.npy"),
-         "--output", str(tmp_path / "model.onnx")]
-    ) == 0  # fmt: skip
+    export(LogisticRegression(max_iter=500).fit(X, IRIS.target), X, tmp_path)
     server = ServerProcess(
         tmp_path / "model.onnx",
         tmp_path / "server.log",

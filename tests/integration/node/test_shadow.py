@@ -24,14 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pytest
 
-from modeldeploy.cli import main as modeldeploy
 from modeldeploy_dev.cluster.node import kill_container
 from tests.integration.node.test_serving import SMALL, routed, service_address
 from tests.integration.node.test_traffic import canary, stable_on
+from tests.support.exports import export
 from tests.support.kubectl import apply_md, get
 from tests.support.operator_process import OperatorProcess, wait_for
 from tests.support.prometheus import Discovery, Prometheus
@@ -56,19 +55,6 @@ def _iris() -> tuple[Any, np.ndarray]:
     return pd.DataFrame(iris.data.astype(np.float32), columns=FEATURES), iris.target
 
 
-def _export(estimator: Any, rows: Any, directory: Path) -> tuple[Path, Path]:
-    """Save and export with the real CLI: (model.onnx, model.profile.json)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    joblib.dump(estimator, directory / "model.joblib")
-    np.save(directory / "sample.npy", rows.to_numpy())
-    code = modeldeploy(
-        ["export", str(directory / "model.joblib"), "--sample", str(directory / "sample.npy"),
-         "--output", str(directory / "model.onnx")]
-    )  # fmt: skip
-    assert code == 0
-    return directory / "model.onnx", directory / "model.profile.json"
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """v1; "defect": the same forest trained with the labels 1 and 2 swapped where
@@ -89,9 +75,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
         return RandomForestClassifier(n_estimators=30, random_state=seed).fit(rows, y)
 
     models = {
-        "v1": _export(forest(0, labels), rows, root / "v1"),
-        "defect": _export(forest(0, swapped), rows, root / "defect"),
-        "retrained": _export(forest(1, labels), rows, root / "retrained"),
+        "v1": export(forest(0, labels), rows, root / "v1"),
+        "defect": export(forest(0, swapped), rows, root / "defect"),
+        "retrained": export(forest(1, labels), rows, root / "retrained"),
     }
     edges = json.loads(models["v1"][1].read_text())["features"][2]["histogram"]["edges"]
     assert [round(e, 2) for e in edges[6:8]] == list(REGION), edges  # REGION is one bin

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris
@@ -20,7 +19,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from modeldeploy.cli import main as modeldeploy
 from tests.integration.rollout.conftest import (
     NEW,
     OLD,
@@ -30,6 +28,7 @@ from tests.integration.rollout.conftest import (
     steady,
     wait_stable,
 )
+from tests.support.exports import export as exported_with_cli
 from tests.support.operator_process import wait_for
 from tests.support.prometheus import Prometheus
 
@@ -42,16 +41,7 @@ TRAFFIC = np.concatenate([X[Y == 0][:35], X[Y == 1][:10], X[Y == 2][:5]])
 
 
 def export(estimator: Any, directory: Path) -> tuple[Path, Path]:
-    """Fit, save and export with the real CLI: (model.onnx, model.profile.json)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    joblib.dump(estimator, directory / "model.joblib")
-    np.save(directory / "sample.npy", X)
-    code = modeldeploy(
-        ["export", str(directory / "model.joblib"), "--sample", str(directory / "sample.npy"),
-         "--output", str(directory / "model.onnx")]
-    )  # fmt: skip
-    assert code == 0
-    return directory / "model.onnx", directory / "model.profile.json"
+    return exported_with_cli(estimator, X, directory)
 
 
 def served(model: Path, profile: Path) -> tuple[Path, list[str]]:
