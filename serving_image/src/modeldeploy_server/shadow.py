@@ -302,13 +302,22 @@ class _Unreachable:
             self.resume_at = time.monotonic() + delay
             if beyond == 0:
                 log.warning(
-                    "the shadow target is unreachable: copies are counted as dropped "
-                    "(canary_error) without being sent, and it is tried again every "
-                    "%.2f-%.1f s",
-                    self.options.retry_delay,
-                    self.options.max_retry_delay,
+                    "the shadow target is unreachable: its copies are counted as dropped "
+                    "(canary_error) without being sent until it answers again",
+                    extra={
+                        "fields": {
+                            "connection_failures": self.failures,
+                            "retry_delay_s": self.options.retry_delay,
+                            "max_retry_delay_s": self.options.max_retry_delay,
+                        }
+                    },
                 )
 
     def reached(self) -> None:
+        if self.failures >= self.options.unreachable_after:
+            log.info(
+                "the shadow target answers again: copies are sent",
+                extra={"fields": {"connection_failures": self.failures}},
+            )
         self.failures = 0
         self.resume_at = 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -206,10 +207,14 @@ def _count_posts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_an_unreachable_canary_is_not_tried_for_every_copy(
-    loop: asyncio.AbstractEventLoop, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    loop: asyncio.AbstractEventLoop,
+    models: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """After three refused connections in a row, copies are counted as dropped without an
     encode or a connection attempt each, until the retry delay has passed."""
+    caplog.set_level(logging.INFO, logger="modeldeploy_server.shadow")
     attempts = _count_posts(monkeypatch)
     target = ShadowTarget("127.0.0.1", _closed_port())
     client, mirror, tally = _stable(loop, models["v1"], target, concurrency=1, retry_delay=60)
@@ -219,11 +224,17 @@ def test_an_unreachable_canary_is_not_tried_for_every_copy(
     _until(loop, lambda: tally.dropped.get("canary_error") == 20)
     mirror.stop()
     assert len(attempts) == 3 and tally.rows == 0
+    said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(said) == 1  # once for the outage, not once per copy
 
 
 def test_a_canary_that_comes_back_gets_copies_again(
-    loop: asyncio.AbstractEventLoop, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    loop: asyncio.AbstractEventLoop,
+    models: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="modeldeploy_server.shadow")
     attempts = _count_posts(monkeypatch)
     port = _closed_port()
     client, mirror, tally = _stable(
@@ -249,6 +260,7 @@ def test_a_canary_that_comes_back_gets_copies_again(
     mirror.stop()
     canary.stop()
     assert tally.disagreements == 0
+    assert any("answers again" in r.getMessage() for r in caplog.records)
 
 
 def test_a_silent_canary_times_out_and_the_client_never_waits_for_it(
