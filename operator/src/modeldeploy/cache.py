@@ -10,7 +10,7 @@ reads from the store and falls through to the API when it cannot say.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modeldeploy.kube import Kube
@@ -138,8 +138,8 @@ def equality_selector(selector: str | None) -> dict[str, str] | None:
 class CachingKube(Kube):
     """``Kube`` whose reads of children and serving pods come from the store."""
 
-    def __init__(self, kube: Kube, store: Store) -> None:
-        super().__init__(kube.client, kube.field_manager, kube.timeout)
+    def __init__(self, kube: Kube, store: Store, fence: Callable[[], bool] | None = None) -> None:
+        super().__init__(kube.client, kube.field_manager, kube.timeout, fence)
         self.store = store
 
     def get(

@@ -32,7 +32,7 @@ from modeldeploy.api import API_VERSION, KIND, ModelDeploymentStatus
 from modeldeploy.builders.names import LABEL_DEPLOYMENT
 from modeldeploy.cache import CachingKube, Store, resource_version, version_number
 from modeldeploy.config import OperatorConfig
-from modeldeploy.kube import Kube, is_transient
+from modeldeploy.kube import Kube, NotLeading, is_transient
 from modeldeploy.metrics import count_children, count_pod_event, count_requeue, timed_reconcile
 from modeldeploy.reconcilers import EventSink, reconcile
 from modeldeploy.reconcilers.pods import pod_problem, trim_pod
@@ -122,7 +122,10 @@ class Controller:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = Store()
-        self.kube = CachingKube(kube, self.store)
+        # Every write of a reconcile asks whether this replica still leads, just before it is
+        # sent: the check at the start of a reconcile is not enough when the process was
+        # frozen in the middle of one.
+        self.kube = CachingKube(kube, self.store, fence=lambda: self.leads())
         self.config = config
         self.events = events
         self.leads = leads
@@ -227,6 +230,8 @@ class Controller:
         namespace, name = str(body["metadata"]["namespace"]), str(body["metadata"]["name"])
         try:
             while True:
+                if not self.leads():
+                    raise NotLeading("not one more pass: this replica no longer leads")
                 with self._guard:
                     written = self._written.get(uid)
                 with timed_reconcile():
@@ -256,13 +261,21 @@ class Controller:
                         return
                 if resource_version(pending) >= resource_version(body):
                     body = pending
-        except BaseException:
-            self._retry_later(uid, namespace, name)
+        except BaseException as error:
+            stopped = isinstance(error, NotLeading)  # the leader reconciles it now: no retry
+            if not stopped:
+                self._retry_later(uid, namespace, name)
             with self._guard:
                 self._running.discard(uid)
                 self._pending.pop(uid, None)
                 self._gone.discard(uid)
-            raise
+            if not stopped:
+                raise
+            log.info(
+                "reconcile stopped: %s",
+                error,
+                extra={"namespace": namespace, "modeldeployment": name},
+            )
 
     def reconcile_logged(self, body: Mapping[str, Any], *, fresh: bool = False) -> None:
         """:meth:`reconcile`, with a failure logged instead of raised (it is retried)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,10 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, ApiException):
         return error.status in TRANSIENT_STATUSES or error.status == 0
     return is_connection_error(error)
+
+
+class NotLeading(RuntimeError):
+    """A write refused before it was sent: this replica no longer leads (another one acts)."""
 
 
 def error_message(error: ApiException) -> str:
@@ -65,8 +70,25 @@ class Kube:
     client: ApiClient
     field_manager: str = "modeldeploy"
     timeout: float = 30
+    fence: Callable[[], bool] | None = None
+    """Asked before every write; False refuses it (``NotLeading``). A replica that was frozen
+    mid-reconcile (a stopped process, a long pause) wakes up still holding that reconcile's
+    stale view: its writes must not land after another replica took over and moved on."""
 
     def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, Any]] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        if method != "GET" and self.fence is not None and not self.fence():
+            raise NotLeading(f"{method} {path} not sent: this replica no longer leads")
+        return self._request(method, path, body=body, query=query, content_type=content_type)
+
+    def _request(
         self,
         method: str,
         path: str,

@@ -11,7 +11,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from modeldeploy import controller
-from modeldeploy.api import ModelDeploymentStatus, Phase
+from modeldeploy.api import API_VERSION, KIND, ModelDeploymentStatus, Phase
 from modeldeploy.config import OperatorConfig
 from modeldeploy.controller import RETRY_BACKOFF, Controller, Requeues
 from modeldeploy.kube import Kube
@@ -417,6 +417,44 @@ def test_a_replica_that_does_not_lead_reconciles_nothing(monkeypatch: pytest.Mon
     leading = True
     ctl.reconcile(md())
     assert passes == ["x"]
+
+
+def test_a_replica_that_stops_leading_mid_reconcile_sends_no_more_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Frozen in the middle of a reconcile (a stopped process), a replica wakes up after
+    another took over: the rest of that reconcile's writes, computed from what it saw before,
+    are not sent, no further pass runs, and nothing is retried here."""
+    sent: list[str] = []
+    monkeypatch.setattr(
+        Kube, "_request", lambda _self, method, path, **_: sent.append(method) or {}
+    )
+    ctl = make_controller()
+    leading = True
+    ctl.leads = lambda: leading
+    passes: list[str] = []
+
+    def reconcile(body: Any, kube: Kube, *_: Any, **__: Any) -> Outcome:
+        nonlocal leading
+        passes.append(body["metadata"]["resourceVersion"])
+        kube.get(API_VERSION, KIND, "ns", "iris")
+        kube.apply(
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "iris", "namespace": "ns"}}
+        )
+        ctl.reconcile(md("2"))  # an event meanwhile: one more pass would follow
+        leading = False  # frozen here; another replica leads when it wakes up
+        kube.get(API_VERSION, KIND, "ns", "iris")  # reads still go out
+        kube.patch_status(API_VERSION, KIND, "ns", "iris", {"phase": "Paused"})
+        return Outcome()
+
+    monkeypatch.setattr(controller, "reconcile", reconcile)
+    ctl.reconcile(md("1"))  # neither raised nor retried: the leader has it now
+    assert sent == ["GET", "PATCH", "GET"]  # the status write was never sent
+    assert passes == ["1"]
+    assert ctl.requeues.due_in("u") is None
+    leading = True
+    ctl.reconcile(md("3"))  # nothing left running or pending from the stopped one
+    assert passes == ["1", "3"]
 
 
 def test_a_new_leader_forgets_the_statuses_it_wrote_when_it_last_led(
