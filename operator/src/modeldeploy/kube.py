@@ -75,18 +75,11 @@ class Kube:
     mid-reconcile (a stopped process, a long pause) wakes up still holding that reconcile's
     stale view: its writes must not land after another replica took over and moved on."""
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Any = None,
-        query: list[tuple[str, Any]] | None = None,
-        content_type: str = "application/json",
-    ) -> Any:
+    def _call(self, method: str, path: str, **request: Any) -> Any:
+        """:meth:`_request`, once the fence lets a write through."""
         if method != "GET" and self.fence is not None and not self.fence():
             raise NotLeading(f"{method} {path} not sent: this replica no longer leads")
-        return self._request(method, path, body=body, query=query, content_type=content_type)
+        return self._request(method, path, **request)
 
     def _request(
         self,
