@@ -89,12 +89,7 @@ class ShadowTally:
     def snapshot(self) -> dict[str, Any]:
         """Plain data for the supervisor."""
         return {
-            "model": self.model,
-            "rows": self.rows,
-            "disagreements": self.disagreements,
-            "slice_rows": list(self.slice_rows.items()),
-            "slice_disagreements": list(self.slice_disagreements.items()),
-            "dropped": list(self.dropped.items()),
+            **_counters(self),
             "probability_difference": self.probability_difference.snapshot(),
             "abs_error": self.abs_error.snapshot(),
             "relative_error": self.relative_error.snapshot(),
@@ -159,15 +154,19 @@ class ShadowAggregate:
                 ("relative_error", RELATIVE_ERROR_BUCKETS),
             )
         }
-        return {
-            "model": self.model,
-            "rows": self.rows,
-            "disagreements": self.disagreements,
-            "slice_rows": list(self.slice_rows.items()),
-            "slice_disagreements": list(self.slice_disagreements.items()),
-            "dropped": list(self.dropped.items()),
-            **{**empty, **self.histograms},
-        }
+        return {**_counters(self), **empty, **self.histograms}
+
+
+def _counters(source: ShadowTally | ShadowAggregate) -> dict[str, Any]:
+    """The counters of a snapshot, as plain data (a worker's tally or a sum of them)."""
+    return {
+        "model": source.model,
+        "rows": source.rows,
+        "disagreements": source.disagreements,
+        "slice_rows": list(source.slice_rows.items()),
+        "slice_disagreements": list(source.slice_disagreements.items()),
+        "dropped": list(source.dropped.items()),
+    }
 
 
 def collect_shadow(data: ShadowAggregate, base: list[str]) -> Iterator[Metric]:
